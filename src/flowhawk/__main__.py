@@ -1,0 +1,5 @@
+"""Allow ``python -m flowhawk``."""
+
+from flowhawk.cli import main
+
+main()

@@ -1,0 +1,269 @@
+"""The configuration: one validated object, loaded from TOML, printable, strict.
+
+Every setting is declared once here (name, default, help). Unknown keys are errors
+that name the key and the file. Durations are written as seconds or as text such
+as ``"90s"``, ``"15m"``, ``"1h"``, ``"7d"``. Detector settings live under
+``[detectors.<METHOD>]`` and are validated by the detector's own settings model.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from flowhawk.errors import ConfigError
+from flowhawk.netaddr import parse_network
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like ``"90s"``, ``"15m"``, ``"1h"``, ``"7d"``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text like '15m'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(value))
+        if not m:
+            raise ValueError(
+                f"{value!r} is not a duration (use seconds or e.g. '90s', '15m', '1h')"
+            )
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def format_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _check_networks(values: list[str]) -> list[str]:
+    out = []
+    for v in values:
+        try:
+            out.append(parse_network(v).text)
+        except ValueError as exc:
+            raise ValueError(f"{v!r} is not a network or address ({exc})") from None
+    return out
+
+
+class NetworkSettings(Strict):
+    internal: list[str] = Field(
+        default=["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
+        description="Internal networks (RFC 1918 and IPv6 ULA by default).",
+    )
+    local_scope: list[str] = Field(
+        default=[
+            "0.0.0.0/32",
+            "127.0.0.0/8",
+            "169.254.0.0/16",
+            "224.0.0.0/4",
+            "255.255.255.255/32",
+            "::/128",
+            "::1/128",
+            "fe80::/10",
+            "ff00::/8",
+        ],
+        description=(
+            "Addresses that never leave the local network (loopback, link-local, multicast, "
+            "broadcast): counted as internal for direction, never reported as new devices."
+        ),
+    )
+
+    _v = field_validator("internal", "local_scope")(_check_networks)
+
+
+class Site(Strict):
+    name: str
+    exporters: list[str] = Field(
+        default=[], description="Exporter / sensor addresses of this site."
+    )
+    networks: list[str] = Field(default=[], description="Networks that belong to this site.")
+
+    _v = field_validator("networks")(_check_networks)
+
+
+class HostGroup(Strict):
+    name: str
+    networks: list[str] = Field(description="Addresses or networks in the group.")
+    guarded: bool = Field(default=False, description="Guarded servers: their events weigh more.")
+    tags: list[str] = []
+
+    _v = field_validator("networks")(_check_networks)
+
+
+class LearningSettings(Strict):
+    period: Duration = Field(
+        default=3600.0,
+        description="Event time from the first flow during which detectors learn and do not alarm.",
+    )
+
+
+class EventSettings(Strict):
+    window: Duration = Field(
+        default=3600.0, description="Alarms of one communication in one window form one event."
+    )
+    top_suspicious: int = Field(default=250, ge=1, description="Rows in suspicious.csv.")
+    host_half_life: Duration = Field(
+        default=86400.0, description="Half-life of an event's contribution to its hosts' risk."
+    )
+    min_risk: float = Field(default=0.0, ge=0, le=100, description="Events below this are dropped.")
+    guarded_boost: float = Field(
+        default=1.5,
+        ge=1.0,
+        description="Events of guarded servers: risk = 100*(1-(1-risk/100)**boost).",
+    )
+
+
+class PcapSettings(Strict):
+    active_timeout: Duration = Field(default=1800.0, description="Split flows longer than this.")
+    idle_timeout: Duration = Field(
+        default=60.0, description="End a non-TCP flow after this silence."
+    )
+    tcp_idle_timeout: Duration = Field(
+        default=300.0, description="End a TCP flow after this silence."
+    )
+
+
+class NormalizeSettings(Strict):
+    stitch_gap: Duration = Field(
+        default=60.0,
+        description="Unidirectional records of one 5-tuple closer than this join one biflow.",
+    )
+
+
+class TabularInput(Strict):
+    mapping: dict[str, str] = Field(
+        default={}, description="Canonical column -> column in the file (ts_start = 'StartTime')."
+    )
+    time_unit: str | None = Field(default=None, description="s, ms, us or ns for numeric times.")
+    time_format: str | None = Field(default=None, description="strftime format; ISO 8601 if unset.")
+    delimiter: str = ","
+    proto_names: bool = Field(default=True, description="Protocol column holds names (tcp, udp).")
+
+
+class InputSettings(Strict):
+    csv: TabularInput = TabularInput()
+    parquet: TabularInput = TabularInput()
+
+
+class ArchiveSettings(Strict):
+    retention: Duration | None = Field(
+        default=None, description="Drop archived flow partitions older than this (event time)."
+    )
+
+
+class Config(Strict):
+    """The whole configuration."""
+
+    default_site: str = Field(default="default", description="Site of flows no site rule matches.")
+    network: NetworkSettings = NetworkSettings()
+    sites: list[Site] = []
+    host_groups: list[HostGroup] = []
+    learning: LearningSettings = LearningSettings()
+    events: EventSettings = EventSettings()
+    pcap: PcapSettings = PcapSettings()
+    normalize: NormalizeSettings = NormalizeSettings()
+    input: InputSettings = InputSettings()
+    archive: ArchiveSettings = ArchiveSettings()
+    detectors: dict[str, dict[str, Any]] = Field(
+        default={}, description="Per-method settings, e.g. [detectors.M1] enabled = false."
+    )
+
+    def detector_settings(self, method: str) -> dict[str, Any]:
+        return dict(self.detectors.get(method, {}))
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{loc}'"
+    if err["type"] == "missing":
+        return f"missing key '{loc}'"
+    return f"'{loc}': {err['msg']}"
+
+
+def from_dict(data: dict[str, Any], origin: str = "config") -> Config:
+    """Validate a config mapping; errors name every bad key and what is wrong."""
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"{origin}: {problems}") from None
+    _validate_detectors(cfg, origin)
+    return cfg
+
+
+def _validate_detectors(cfg: Config, origin: str) -> None:
+    from flowhawk.detectors import DETECTORS  # late: detectors import config types
+
+    validated: dict[str, dict[str, Any]] = {}
+    for method, settings in cfg.detectors.items():
+        if method not in DETECTORS:
+            known = ", ".join(DETECTORS.names())
+            raise ConfigError(
+                f"{origin}: unknown detector '{method}' in [detectors]; known: {known}"
+            )
+        model = DETECTORS.get(method).Settings
+        try:
+            validated[method] = model.model_validate(settings).model_dump()
+        except ValidationError as exc:
+            problems = "; ".join(_describe(e) for e in exc.errors())
+            raise ConfigError(f"{origin}: [detectors.{method}] {problems}") from None
+    cfg.detectors = validated
+
+
+def load(path: Path | None) -> Config:
+    """Load the TOML file at ``path``, or the embedded defaults when ``path`` is None."""
+    if path is None:
+        return from_dict({}, "defaults")
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    return from_dict(data, f"config file {path}")
+
+
+def effective(cfg: Config) -> dict[str, Any]:
+    """The full effective configuration, detector defaults included, ready to print as TOML."""
+    from flowhawk.detectors import DETECTORS
+
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    for key in _DURATION_KEYS:
+        for name, value in data[key].items():
+            if isinstance(value, float) and name in _DURATION_KEYS[key]:
+                data[key][name] = format_duration(value)
+    data["detectors"] = {
+        name: {**cls.Settings().model_dump(mode="json"), **cfg.detectors.get(name, {})}
+        for name, cls in DETECTORS
+    }
+    return data
+
+
+_DURATION_KEYS = {
+    "learning": {"period"},
+    "events": {"window", "host_half_life"},
+    "pcap": {"active_timeout", "idle_timeout", "tcp_idle_timeout"},
+    "normalize": {"stitch_gap"},
+}

@@ -1,0 +1,243 @@
+"""The demo network "Acme": two working days of an office and a plant, with incidents.
+
+Day one is ordinary (flowhawk learns from it); the incidents happen on day two.
+
+All external addresses are from the documentation ranges (RFC 5737), so the demo
+data points at nobody real. :data:`INCIDENTS` is the ground truth printed next to
+the results.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flowhawk.demo.simulate import ALWAYS, HOUR, Stream
+
+WORKSTATIONS = [f"10.10.1.{i}" for i in range(10, 40)]
+DNS, DC, FILES, DB, APP = "10.10.0.53", "10.10.0.10", "10.10.0.20", "10.10.0.30", "10.10.0.40"
+PLCS = [f"10.20.1.{i}" for i in range(10, 18)]
+SCADA, HISTORIAN, HMI = "10.20.0.5", "10.20.0.6", "10.20.1.100"
+WEB = [f"203.0.113.{i}" for i in range(1, 61)] + [f"198.51.100.{i}" for i in range(100, 130)]
+RESOLVER, UPDATES = "198.51.100.53", "198.51.100.10"
+
+PATIENT_ZERO = "10.10.1.23"
+C2 = "203.0.113.66"
+ROGUE = "10.10.1.250"
+ROGUE_PEER = "192.0.2.77"
+DROP = "198.51.100.200"
+SILENT_PLC = "10.20.1.15"
+
+DAY = 24 * HOUR
+INCIDENTS = [
+    ("09:00", f"{PATIENT_ZERO} starts beaconing to {C2}:8443 every 60 s (+-5 s)"),
+    ("14:00", f"rogue device {ROGUE} appears and connects to {ROGUE_PEER}:4444"),
+    ("16:30", f"{PATIENT_ZERO} moves laterally: SMB and RDP to 12 workstations"),
+    ("18:00", f"guarded database {DB} uploads ~200 MB to {DROP}:443"),
+    ("20:00", f"PLC {SILENT_PLC} goes silent (no more Modbus polls answered)"),
+]
+
+
+def streams() -> list[Stream]:
+    """Every stream of the two demo days (times in seconds from the first midnight, UTC)."""
+    night = np.where(np.arange(24) < 7, 1.0, 0.3)
+    targets = [w for w in WORKSTATIONS if w != PATIENT_ZERO][:12]
+    plcs_ok = [p for p in PLCS if p != SILENT_PLC]
+    return [
+        # Office IT.
+        Stream(
+            "web",
+            WORKSTATIONS,
+            WEB,
+            443,
+            6,
+            rate=40,
+            zipf=1.2,
+            service="ssl",
+            req_bytes=(7.0, 0.8),
+            resp_bytes=(10.0, 1.5),
+            duration=(0.5, 1.2),
+        ),
+        Stream("web-http", WORKSTATIONS, WEB[:20], 80, 6, rate=4, zipf=1.2, service="http"),
+        Stream(
+            "dns",
+            WORKSTATIONS,
+            [DNS],
+            53,
+            17,
+            rate=60,
+            service="dns",
+            req_bytes=(4.2, 0.2),
+            resp_bytes=(5.0, 0.4),
+            duration=(-5.0, 0.5),
+        ),
+        Stream(
+            "dns-fwd",
+            [DNS],
+            [RESOLVER],
+            53,
+            17,
+            rate=400,
+            profile=np.ones(24) * 0.5,
+            service="dns",
+            req_bytes=(4.2, 0.2),
+            resp_bytes=(5.0, 0.4),
+            duration=(-4.0, 0.5),
+        ),
+        Stream("kerberos", WORKSTATIONS, [DC], 88, 6, rate=4, service="krb"),
+        Stream("ldap", WORKSTATIONS, [DC], 389, 6, rate=6, service="ldap"),
+        Stream(
+            "smb-files",
+            WORKSTATIONS,
+            [FILES],
+            445,
+            6,
+            rate=5,
+            service="smb",
+            resp_bytes=(11.0, 1.5),
+        ),
+        Stream("app", WORKSTATIONS, [APP], 443, 6, rate=10, service="ssl"),
+        Stream("app-db", [APP], [DB], 5432, 6, rate=300, service="postgresql"),
+        Stream(
+            "ntp",
+            [*WORKSTATIONS, DNS, DC, FILES, DB, APP],
+            [DC],
+            123,
+            17,
+            period=1024,
+            jitter=0.01,
+            service="ntp",
+            req_bytes=(4.4, 0.01),
+            resp_bytes=(4.4, 0.01),
+        ),
+        Stream(
+            "updates",
+            [DNS, DC, FILES, DB, APP],
+            [UPDATES],
+            443,
+            6,
+            period=3 * HOUR,
+            jitter=0.05,
+            service="ssl",
+            resp_bytes=(13.0, 1.0),
+        ),
+        Stream(
+            "backup",
+            [DB],
+            [FILES],
+            445,
+            6,
+            period=DAY,
+            start=HOUR,
+            stop=2 * HOUR,
+            service="smb",
+            req_bytes=(20.0, 0.2),
+            duration=(6.0, 0.2),
+            profile=night,
+        ),
+        # Plant: SCADA polls every PLC over Modbus, the historian, an HMI.
+        Stream(
+            "modbus",
+            [SCADA],
+            plcs_ok,
+            502,
+            6,
+            period=30,
+            jitter=0.02,
+            service="modbus",
+            req_bytes=(4.6, 0.05),
+            resp_bytes=(4.9, 0.05),
+            duration=(-3.0, 0.3),
+        ),
+        Stream(
+            "modbus-silent-plc",
+            [SCADA],
+            [SILENT_PLC],
+            502,
+            6,
+            period=30,
+            jitter=0.02,
+            stop=DAY + 20 * HOUR,
+            service="modbus",
+            req_bytes=(4.6, 0.05),
+            resp_bytes=(4.9, 0.05),
+            duration=(-3.0, 0.3),
+        ),
+        Stream(
+            "modbus-unanswered",
+            [SCADA],
+            [SILENT_PLC],
+            502,
+            6,
+            period=30,
+            jitter=0.02,
+            start=DAY + 20 * HOUR,
+            answered=0.0,
+            req_bytes=(4.1, 0.01),
+        ),
+        Stream("historian", [SCADA], [HISTORIAN], 1433, 6, period=60, jitter=0.05, service="mssql"),
+        Stream("hmi", [HMI], [SCADA], 443, 6, rate=20, profile=ALWAYS, service="ssl"),
+        # Incidents.
+        Stream(
+            "c2-beacon",
+            [PATIENT_ZERO],
+            [C2],
+            8443,
+            6,
+            period=60,
+            jitter=0.05 / 3,
+            start=DAY + 9 * HOUR,
+            service="ssl",
+            req_bytes=(6.2, 0.05),
+            resp_bytes=(6.6, 0.05),
+        ),
+        Stream(
+            "rogue",
+            [ROGUE],
+            [ROGUE_PEER, RESOLVER],
+            4444,
+            6,
+            rate=30,
+            profile=ALWAYS,
+            start=DAY + 14 * HOUR,
+            stop=DAY + 15 * HOUR,
+        ),
+        Stream(
+            "lateral-smb",
+            [PATIENT_ZERO],
+            targets,
+            445,
+            6,
+            rate=40,
+            profile=ALWAYS,
+            start=DAY + 16.5 * HOUR,
+            stop=DAY + 17 * HOUR,
+            service="smb",
+        ),
+        Stream(
+            "lateral-rdp",
+            [PATIENT_ZERO],
+            targets[:4],
+            3389,
+            6,
+            rate=8,
+            profile=ALWAYS,
+            start=DAY + 16.5 * HOUR,
+            stop=DAY + 17 * HOUR,
+            service="rdp",
+        ),
+        Stream(
+            "exfil",
+            [DB],
+            [DROP],
+            443,
+            6,
+            rate=12,
+            profile=ALWAYS,
+            start=DAY + 18 * HOUR,
+            stop=DAY + 18.5 * HOUR,
+            service="ssl",
+            req_bytes=(16.6, 0.1),
+            resp_bytes=(8.0, 0.5),
+            duration=(4.0, 0.3),
+        ),
+    ]

@@ -1,0 +1,18 @@
+"""Detectors: the explicit registry of every method flowhawk runs.
+
+Each detector is one class in its own module (see :mod:`flowhawk.detectors.base`
+for the contract). Adding a method means adding it to :data:`DETECTORS`; names are
+the PRODUCT.md method ids and must be unique.
+"""
+
+from __future__ import annotations
+
+from flowhawk.detectors.base import Detector
+from flowhawk.detectors.devices import NewExternalDevice, NewInternalDevice
+from flowhawk.detectors.newcomm import NewCommunication
+from flowhawk.registry import Registry
+
+DETECTORS: Registry[type[Detector]] = Registry(
+    "detector",
+    [(cls.method, cls) for cls in (NewCommunication, NewInternalDevice, NewExternalDevice)],
+)

@@ -1,0 +1,117 @@
+"""The contract every detector follows, and the alarm table they return.
+
+A detector observes canonical flows in event-time order and returns *scored rows*
+(alarms), nothing else: it sends nothing, opens nothing, and keeps its learned
+state in plain tables so it can be checkpointed and restored. Scores are in
+[0, 1], higher is more anomalous; turning scores into events and risk is done
+downstream (:mod:`flowhawk.events`).
+
+``learn(flows)`` updates state without alarming (learning period); ``score(flows)``
+alarms on the batch *and* learns from it, because behavior is learned online.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import polars as pl
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from flowhawk.netaddr import NetworkSet
+
+UTC_US = pl.Datetime("us", "UTC")
+
+#: Columns of the alarm table every detector returns.
+ALARM_SCHEMA: dict[str, pl.DataType] = {
+    "method": pl.String(),
+    "name": pl.String(),
+    "ts": UTC_US,  # start of the flow that triggered the alarm
+    "ts_end": UTC_US,
+    "site": pl.String(),
+    "src_ip": pl.String(),
+    "dst_ip": pl.String(),
+    "dst_port": pl.Int32(),
+    "proto": pl.Int16(),
+    "direction": pl.String(),
+    "score": pl.Float64(),  # 0..1, higher = more anomalous
+    "entity": pl.String(),  # the host the alarm is about, when it is about one host
+    "observed": pl.String(),  # what was seen, readable
+    "expected": pl.String(),  # the baseline or model it was compared with, readable
+    "observed_value": pl.Float64(),  # the same as numbers, when they are numbers
+    "expected_value": pl.Float64(),
+    "threshold": pl.Float64(),
+    "reason": pl.String(),  # one line a person can read
+}
+
+#: Flow columns that identify the communication an alarm belongs to.
+COMM_KEY = ("site", "src_ip", "dst_ip", "dst_port", "proto")
+
+
+def empty_alarms() -> pl.DataFrame:
+    return pl.DataFrame(schema=ALARM_SCHEMA)
+
+
+def conform_alarms(df: pl.DataFrame) -> pl.DataFrame:
+    """Add missing alarm columns as nulls, cast and order them."""
+    missing = [
+        pl.lit(None, dtype=t).alias(n) for n, t in ALARM_SCHEMA.items() if n not in df.columns
+    ]
+    if missing:  # with_columns keeps the frame's height (select of literals alone would not)
+        df = df.with_columns(missing)
+    return df.select([pl.col(n).cast(t) for n, t in ALARM_SCHEMA.items()])
+
+
+class DetectorSettings(BaseModel):
+    """Settings every detector has; detectors extend this with their own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Run this detector.")
+    weight: float = Field(
+        default=50.0, ge=0, le=100, description="Risk (0-100) an alarm with score 1 contributes."
+    )
+    min_score: float = Field(
+        default=0.0, ge=0, le=1, description="Alarms scoring below this are not raised."
+    )
+
+
+@dataclass
+class DetectorContext:
+    """What detectors may know about the network besides the flows themselves."""
+
+    internal: NetworkSet
+    local_scope: NetworkSet
+
+
+class Detector(ABC):
+    """Base class of all detectors."""
+
+    #: PRODUCT.md method id, e.g. "M1".
+    method: ClassVar[str]
+    #: Short name shown with alarms, e.g. "new communication".
+    title: ClassVar[str]
+    #: Settings model (hyperparameters as given).
+    Settings: ClassVar[type[DetectorSettings]] = DetectorSettings
+
+    def __init__(self, settings: DetectorSettings, context: DetectorContext):
+        self.settings = settings
+        self.context = context
+
+    @abstractmethod
+    def learn(self, flows: pl.DataFrame) -> None:
+        """Update learned state from ``flows`` (sorted by ts_start) without alarming."""
+
+    @abstractmethod
+    def score(self, flows: pl.DataFrame) -> pl.DataFrame:
+        """Alarms (:data:`ALARM_SCHEMA`) for ``flows`` (sorted by ts_start); also learns."""
+
+    @abstractmethod
+    def state(self) -> dict[str, pa.Table]:
+        """Learned state as named Arrow tables."""
+
+    @abstractmethod
+    def load_state(self, state: dict[str, pa.Table]) -> None:
+        """Restore state saved by :meth:`state` (missing tables mean nothing learned)."""

@@ -1,0 +1,162 @@
+"""M30 new internal device and M31 new external device.
+
+A device is an address of a site. An internal address counts as present when it
+*sends* something (a client of any flow, or a server that answered), so a scan of
+empty addresses does not invent devices; an external address counts as soon as any
+flow involves it, because in networks that should only reach the internet through
+a proxy even an attempt to reach a new address matters. Local-scope addresses
+(multicast, broadcast, link-local, loopback) are never devices.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+from pydantic import Field
+
+from flowhawk import netaddr
+from flowhawk.detectors.base import (
+    UTC_US,
+    Detector,
+    DetectorContext,
+    DetectorSettings,
+    conform_alarms,
+    empty_alarms,
+)
+from flowhawk.detectors.seen import SeenSet
+from flowhawk.detectors.text import endpoint, history_span, service
+
+_KEY_SCHEMA: dict[str, pl.DataType] = {"site": pl.String(), "ip": pl.String()}
+_COMM = ["ts_start", "ts_end", "site", "src_ip", "dst_ip", "dst_port", "proto", "direction"]
+
+
+class NewDevice(Detector):
+    """Shared logic of M30 and M31; subclasses say which side of the network they watch."""
+
+    internal: bool
+
+    def __init__(self, settings: DetectorSettings, context: DetectorContext):
+        super().__init__(settings, context)
+        self.devices = SeenSet(("site", "ip"), _KEY_SCHEMA)
+        self.since: object | None = None
+
+    def _appearances(self, flows: pl.DataFrame) -> pl.DataFrame:
+        """One row per (flow, device) in event order: client side first, then server side."""
+        want = self.internal
+        as_client = flows.filter(pl.col("src_internal") == want).select(
+            *_COMM, ip=pl.col("src_ip"), role=pl.lit("client")
+        )
+        server_rule = pl.col("dst_internal") == want
+        if want:
+            server_rule = server_rule & (pl.col("dst_pkts") > 0)
+        as_server = flows.filter(server_rule).select(
+            *_COMM, ip=pl.col("dst_ip"), role=pl.lit("server")
+        )
+        rows = pl.concat([as_client.with_row_index("_i"), as_server.with_row_index("_i")])
+        rows = rows.sort(["ts_start", "_i"], maintain_order=True).drop("_i")
+        if rows.height == 0 or len(self.context.local_scope) == 0:
+            return rows
+        uniq = rows.select(pl.col("ip").unique())
+        hi, lo, _ = netaddr.parse(uniq.get_column("ip"))
+        scoped = uniq.filter(pl.Series(self.context.local_scope.contains(hi, lo)))
+        return rows.join(scoped, on="ip", how="anti")
+
+    def learn(self, flows: pl.DataFrame) -> None:
+        rows = self._appearances(flows)
+        if rows.height and self.since is None:
+            self.since = rows.get_column("ts_start").min()
+        self.devices.add(rows)
+
+    def score(self, flows: pl.DataFrame) -> pl.DataFrame:
+        rows = self._appearances(flows)
+        if rows.height == 0:
+            return empty_alarms()
+        if self.since is None:
+            self.since = rows.get_column("ts_start").min()
+        new = self.devices.first_new(rows)
+        self.devices.add(rows)
+        if new.height == 0:
+            return empty_alarms()
+        kind = "internal" if self.internal else "external"
+        peer = (
+            pl.when(pl.col("role") == "client")
+            .then(
+                pl.concat_str(
+                    [
+                        pl.lit("client of "),
+                        endpoint(pl.col("dst_ip"), pl.col("dst_port"), pl.col("proto")),
+                    ]
+                )
+            )
+            .otherwise(
+                pl.concat_str(
+                    [
+                        pl.lit("server for "),
+                        pl.col("src_ip"),
+                        pl.lit(" on "),
+                        service(pl.col("dst_port"), pl.col("proto")),
+                    ]
+                )
+            )
+        )
+        alarms = new.select(
+            method=pl.lit(self.method),
+            name=pl.lit(self.title),
+            ts=pl.col("ts_start"),
+            ts_end=pl.col("ts_end"),
+            site=pl.col("site"),
+            src_ip=pl.col("src_ip"),
+            dst_ip=pl.col("dst_ip"),
+            dst_port=pl.col("dst_port"),
+            proto=pl.col("proto"),
+            direction=pl.col("direction"),
+            score=pl.lit(1.0),
+            entity=pl.col("ip"),
+            observed=pl.concat_str([pl.lit(f"new {kind} address "), pl.col("ip")]),
+            expected=pl.concat_str(
+                [
+                    pl.lit("not seen in "),
+                    history_span(pl.lit(self.since, dtype=UTC_US), pl.col("ts_start")),
+                    pl.lit(" of history"),
+                ]
+            ),
+            observed_value=pl.lit(1.0),
+            expected_value=pl.lit(0.0),
+            reason=pl.concat_str(
+                [pl.lit(f"new {kind} device "), pl.col("ip"), pl.lit(", first seen as "), peer]
+            ),
+        )
+        return conform_alarms(alarms.filter(pl.col("score") >= self.settings.min_score))
+
+    def state(self) -> dict[str, pa.Table]:
+        return {
+            "devices": self.devices.to_arrow(),
+            "since": pa.table({"since": pa.array([self.since], pa.timestamp("us", "UTC"))}),
+        }
+
+    def load_state(self, state: dict[str, pa.Table]) -> None:
+        self.devices.load(state.get("devices"))
+        since = state.get("since")
+        self.since = since.column("since")[0].as_py() if since is not None else None
+
+
+class NewInternalSettings(DetectorSettings):
+    weight: float = Field(default=60.0, ge=0, le=100)
+
+
+class NewExternalSettings(DetectorSettings):
+    weight: float = Field(default=20.0, ge=0, le=100)
+
+
+class NewInternalDevice(NewDevice):
+    method = "M30"
+    title = "new internal device"
+    Settings = NewInternalSettings
+    internal = True
+
+
+class NewExternalDevice(NewDevice):
+    method = "M31"
+    title = "new external device"
+    Settings = NewExternalSettings
+    internal = False
