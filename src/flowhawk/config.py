@@ -12,6 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
@@ -148,19 +149,41 @@ class NormalizeSettings(Strict):
     )
 
 
-class TabularInput(Strict):
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not a time zone name (e.g. 'UTC', 'Europe/Prague')")
+    return value
+
+
+class TimedInput(Strict):
+    timezone: str = Field(
+        default="UTC", description="Zone of text timestamps that carry none (e.g. Europe/Prague)."
+    )
+    time_format: str | None = Field(default=None, description="strftime format of timestamps.")
+
+    _tz = field_validator("timezone")(_check_timezone)
+
+
+class TabularInput(TimedInput):
     mapping: dict[str, str] = Field(
         default={}, description="Canonical column -> column in the file (ts_start = 'StartTime')."
     )
     time_unit: str | None = Field(default=None, description="s, ms, us or ns for numeric times.")
-    time_format: str | None = Field(default=None, description="strftime format; ISO 8601 if unset.")
-    delimiter: str = ","
+    duration_unit: str | None = Field(default=None, description="Unit of a duration column.")
+    delimiter: str = Field(default=",", description="CSV field separator.")
     proto_names: bool = Field(default=True, description="Protocol column holds names (tcp, udp).")
+    uni: bool = Field(default=False, description="Records are unidirectional (stitch them).")
 
 
 class InputSettings(Strict):
     csv: TabularInput = TabularInput()
     parquet: TabularInput = TabularInput()
+    argus: TimedInput = TimedInput()
+    nfdump: TimedInput = Field(
+        default=TimedInput(), description="nfdump files, and nfdump csv/text output."
+    )
 
 
 class ArchiveSettings(Strict):

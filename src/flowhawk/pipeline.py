@@ -10,6 +10,7 @@ are still seen in event-time order, and memory holds one hour of flows at a time
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -64,16 +65,16 @@ class RunResult:
     flows_learned: int = 0
     flows_scored: int = 0
     outputs: dict[str, Path] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
 def source_options(cfg: Config, fmt: str) -> dict[str, Any]:
     if fmt in ("pcap", "pcapng", "interface"):
         return cfg.pcap.model_dump()
-    if fmt == "csv":
-        return cfg.input.csv.model_dump()
-    if fmt == "parquet":
-        return cfg.input.parquet.model_dump()
-    return {}
+    sections = {"csv": cfg.input.csv, "parquet": cfg.input.parquet, "argus": cfg.input.argus,
+                "nfdump": cfg.input.nfdump, "nfdump-csv": cfg.input.nfdump,
+                "nfdump-text": cfg.input.nfdump}
+    return sections[fmt].model_dump() if fmt in sections else {}
 
 
 def _message(exc: FlowhawkError) -> str:
@@ -122,6 +123,7 @@ def run(
 ) -> RunResult:
     """Analyze (or only learn from) ``inputs``; ``tables`` replaces reading files (live input)."""
     diag = Diagnostics()
+    clock = _Clock()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     writer = ArchiveWriter(data_dir / "flows", run_id)
     normalizer = Normalizer(cfg, diag)
@@ -140,6 +142,7 @@ def run(
             lineage.append(lin)
     if writer.rows == 0:
         raise NothingReadable("no flows could be read from the inputs", diag)
+    clock.lap("read+normalize+archive")
 
     engine = DetectionEngine(cfg, StateStore(data_dir), learn_only=learn_only)
     parts = writer.partitions()
@@ -151,12 +154,14 @@ def run(
     if learn_only:
         engine.finish_learning()
     alarms = pl.concat(found) if found else empty_alarms()
+    clock.lap("detect")
     events, alarms = build_events(alarms, cfg)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     progress("score", 0, None)
     lineage_df = pl.concat(lineage) if lineage else pl.DataFrame(schema=LINEAGE_SCHEMA)
     events = score_flows(writer, events, cfg.events.window, lineage_df, out_dir / "flow_scores.csv")
+    clock.lap("events+flow scores")
     paths = SinkPaths(out=out_dir, data=data_dir)
     for _, cls in SINKS:
         sink = cls(paths, top=cfg.events.top_suspicious)
@@ -174,6 +179,7 @@ def run(
             "learn_only": learn_only,
         }
     )
+    clock.lap("sinks+checkpoint")
     all_alarms, all_events = load_alarms_and_events(data_dir)
     hosts = rank_hosts(
         all_alarms, all_events, cfg.events.host_half_life, NetworkSet(cfg.network.internal)
@@ -185,6 +191,7 @@ def run(
             cfg.archive.retention,
             datetime.fromisoformat(engine.meta.last_event),
         )
+    clock.lap("hosts+retention")
     return RunResult(
         diagnostics=diag,
         flows=writer.rows,
@@ -201,4 +208,18 @@ def run(
             for n in ("events.jsonl", "hosts.csv", "suspicious.csv", "flow_scores.csv")
         }
         | {"flows": data_dir / "flows"},
+        timings=clock.laps,
     )
+
+
+class _Clock:
+    """Wall time of each stage of a run."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self._t
+        self._t = now

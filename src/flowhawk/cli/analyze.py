@@ -114,7 +114,7 @@ def demo(
     log, cfg = make_demo(out / "input")
     if not quiet:
         console.print(f"Demo input: {log} (incidents listed in {out / 'input' / 'INCIDENTS.txt'})")
-    _analyze([log], out, out / "data", cfg, None, quiet, learn_only=False)
+    _analyze([log], out, out, cfg, None, quiet, learn_only=False)
     if not quiet:
         console.print("\nWhat really happened:")
         console.print((out / "input" / "INCIDENTS.txt").read_text(), highlight=False)

@@ -80,6 +80,11 @@ def print_summary(console: Console, result: RunResult, learn_only: bool = False)
                 "yes" if row["internal"] else "no",
             )
         console.print(t)
+    if result.timings:
+        total = sum(result.timings.values())
+        laps = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+        console.print(f"\nTime: {total:.1f}s ({laps}); {result.flows / max(total, 1e-9):,.0f} "
+                      "flows/s")
     console.print("\nOutputs:")
     for name, path in result.outputs.items():
         console.print(f"  {name:<16} {path}", highlight=False)

@@ -1,0 +1,104 @@
+"""End-to-end benchmark: `flowhawk analyze` on 10 million flows.
+
+Generates (once, cached under $FLOWHAWK_BENCH_DIR, default /tmp/flowhawk-bench) a Zeek
+conn.log of about 10 M flows from the demo simulator scaled up to thousands of hosts,
+then runs `flowhawk analyze` on it as a user would and reports wall time, flows/s,
+the time of each stage (from the run's summary), and the peak resident memory.
+
+Run:  .venv/bin/python bench/bench_analyze.py [--flows 10000000] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from flowhawk.demo import DEMO_DAY, DEMO_SEED
+from flowhawk.demo.scenario import streams
+from flowhawk.demo.simulate import generate
+from flowhawk.demo.zeekfmt import write_conn_log
+
+BENCH = Path(os.environ.get("FLOWHAWK_BENCH_DIR", "/tmp/flowhawk-bench"))
+
+
+def scaled_streams(factor: int) -> list:
+    """The demo's streams with ``factor`` times more clients (distinct addresses)."""
+    out = []
+    for s in streams():
+        clients = list(s.clients)
+        if len(clients) > 1 or s.rate > 0:
+            clients = [
+                _shift(c, k) for k in range(factor) for c in s.clients
+            ]
+        out.append(replace(s, clients=clients))
+    return out
+
+
+def _shift(ip: str, k: int) -> str:
+    a, b, c, d = (int(x) for x in ip.split("."))
+    n = ((a << 24) | (b << 16) | (c << 8) | d) + (k << 8) * (1 if a == 10 else 0)
+    return ".".join(str((n >> s) & 255) for s in (24, 16, 8, 0))
+
+
+def make_input(target_flows: int) -> Path:
+    path = BENCH / f"conn-{target_flows}.log"
+    if path.exists():
+        return path
+    BENCH.mkdir(parents=True, exist_ok=True)
+    base = generate(streams(), DEMO_DAY, 48, DEMO_SEED).num_rows
+    factor = max(1, int(np.ceil(target_flows / base)))
+    print(f"generating ~{base * factor:,} flows ({factor}x the demo's clients)...", flush=True)
+    flows = generate(scaled_streams(factor), DEMO_DAY, 48, DEMO_SEED)
+    flows = flows.slice(0, min(target_flows, flows.num_rows))
+    tmp = path.with_suffix(".tmp")
+    write_conn_log(flows, tmp, seed="bench")
+    tmp.rename(path)
+    return path
+
+
+def _count_lines(path: Path, skip_comments: bool = False) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if not (skip_comments and line.startswith(b"#")))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--flows", type=int, default=10_000_000)
+    ap.add_argument("--keep", action="store_true", help="keep the output directory")
+    args = ap.parse_args()
+    log = make_input(args.flows)
+    rows = _count_lines(log, skip_comments=True)
+    out = BENCH / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    exe = Path(sys.executable).with_name("flowhawk")
+    cmd = ["/usr/bin/time", "-v", str(exe), "analyze", str(log), "--out", str(out)]
+    print(f"input: {log} ({log.stat().st_size / 1e9:.2f} GB, {rows:,} flows)")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"analyze failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    events = _count_lines(out / "events.jsonl")
+    scored = _count_lines(out / "flow_scores.csv") - 1
+    print(f"analyze end to end: {wall:.1f} s wall, {rows / wall:,.0f} flows/s, "
+          f"peak RSS {peak_kb / 1024:,.0f} MiB")
+    print(f"events: {events:,}; flow_scores rows: {scored:,} (input rows {rows:,})")
+    stages = re.search(r"Time: .*", proc.stdout)
+    if stages:
+        print("stages (in-process):", stages.group(0))
+    if not args.keep:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
