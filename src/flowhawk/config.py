@@ -153,7 +153,9 @@ def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{value!r} is not a time zone name (e.g. 'UTC', 'Europe/Prague')")
+        raise ValueError(
+            f"{value!r} is not a time zone name (e.g. 'UTC', 'Europe/Prague')"
+        ) from None
     return value
 
 

@@ -89,7 +89,7 @@ class Diagnostics:
         st = self.stats(input_name)
         st.failed = message
         self.issues.append(Issue(input_name, "", "unreadable", message))
-        log.error("%s: %s", input_name, message)
+        log.warning("%s: %s", input_name, message)
 
     @property
     def total_skipped(self) -> int:

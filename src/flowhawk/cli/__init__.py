@@ -20,7 +20,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-err = Console(stderr=True)
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console; when output is not a terminal (a pipe, a file, CI) lines are not cut at 80."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, width=200)
+    return console
+
+
+err = make_console(stderr=True)
 
 
 def _version(value: bool) -> None:
@@ -53,5 +63,5 @@ def main() -> None:
     try:
         app()
     except FlowhawkError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
 from flowhawk import config as cfgmod
-from flowhawk.cli import app
+from flowhawk.cli import app, make_console
 from flowhawk.cli.report import print_summary
 from flowhawk.pipeline import NothingReadable, RunResult, run
 from flowhawk.sources import format_names
 
-console = Console()
+console = make_console()
 
 _STAGES = {"read": "reading inputs", "detect": "detecting (hour by hour)", "score": "scoring flows"}
 
@@ -150,8 +149,8 @@ def _analyze(
             learn_only=learn_only,
         )
     except NothingReadable as exc:
-        err = Console(stderr=True)
-        err.print(f"[bold red]error:[/] {exc}")
+        err = make_console(stderr=True)
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         for issue in exc.diagnostics.issues:
             err.print(f"  {issue}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

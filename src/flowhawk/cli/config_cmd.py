@@ -6,14 +6,13 @@ from pathlib import Path
 
 import tomli_w
 import typer
-from rich.console import Console
 
 from flowhawk import config as cfgmod
-from flowhawk.cli import app
+from flowhawk.cli import app, make_console
 
 config_app = typer.Typer(help="Show or check the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-out = Console()
+out = make_console()
 
 
 @config_app.command("show")

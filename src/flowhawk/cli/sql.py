@@ -7,14 +7,13 @@ from enum import StrEnum
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from flowhawk.cli import app
+from flowhawk.cli import app, make_console
 from flowhawk.errors import FlowhawkError
 from flowhawk.sqlviews import open_views
 
-console = Console()
+console = make_console()
 
 
 class OutputFormat(StrEnum):

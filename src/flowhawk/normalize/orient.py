@@ -5,13 +5,17 @@ lone NetFlow record), the server is the side on the more "service-like" port:
 a well-known service port, then a system port (< 1024), then a registered port
 (< 49152), then an ephemeral one; on a tie, the lower port. ICMP is oriented by
 message type: the sender of a request (echo, timestamp, ...) is the client.
+
+For protocols without a handshake (UDP, ...), "who sent first" is weak evidence: a
+capture may begin with a response. As Zeek does, such a flow is flipped when its
+first sender is on a service or system port and the other side on an ephemeral one.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from flowhawk.schema import ORIENT_NONE, ORIENT_PORT
+from flowhawk.schema import ORIENT_NONE, ORIENT_PORT, ORIENT_START
 
 #: Server ports above 1023 that are common enough to name the server side.
 SERVICE_PORTS = frozenset(
@@ -183,6 +187,13 @@ def swap_where(df: pl.DataFrame, mask: pl.Expr) -> pl.DataFrame:
 
 def orient_by_port(df: pl.DataFrame) -> pl.DataFrame:
     """Orient rows whose ``orient`` is null by the port rule; record how each was decided."""
+    weak = (
+        (pl.col("orient") == ORIENT_START)
+        & ~pl.col("proto").is_in([1, 6, 58])
+        & (port_rank(pl.col("src_port")) <= 1)
+        & (port_rank(pl.col("dst_port")) == 3)
+    )
+    df = df.with_columns(orient=pl.when(weak).then(None).otherwise(pl.col("orient")))
     pending = pl.col("orient").is_null()
     swap = pending & should_swap(pl.col("src_port"), pl.col("dst_port"), pl.col("proto"))
     df = df.with_columns(_swap=swap.fill_null(False))

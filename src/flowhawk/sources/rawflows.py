@@ -94,12 +94,27 @@ def flag_bits(flags: pl.Expr) -> pl.Expr:
     )
 
 
+#: ISO 8601 spellings tried when no format is given. (polars cannot infer an offset-aware
+#: format inside an expression: it must know the result type before seeing the data.)
+ISO_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f%#z",
+    "%Y-%m-%d %H:%M:%S%.f%#z",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M%#z",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+)
+
+
 def parse_times(
     values: pa.Array | pa.ChunkedArray, formats: Sequence[str | None], timezone: str = "UTC"
 ) -> tuple[pa.ChunkedArray, np.ndarray]:
     """Time text to µs since the epoch, and the mask of values that did not parse.
 
-    Each strftime ``format`` is tried in turn (None: ISO 8601 inferred by polars);
+    Each strftime ``format`` is tried in turn (None: the ISO 8601 forms in
+    :data:`ISO_FORMATS`, with or without offset, ``T`` or space, fraction or none);
     times without an offset are taken in ``timezone`` (ambiguous local times at a
     DST change resolve to the earlier instant).
     """
@@ -108,7 +123,8 @@ def parse_times(
     text = text.str.strip_chars()
     frame = pl.DataFrame({"t": text})
     attempts = []
-    for i, fmt in enumerate(formats):
+    expanded = [f for fmt in formats for f in (ISO_FORMATS if fmt is None else (fmt,))]
+    for i, fmt in enumerate(expanded):
         parsed = frame.select(
             pl.col("t").str.to_datetime(format=fmt, strict=False, time_unit="us")
         ).to_series()
