@@ -143,7 +143,8 @@ def test_config_check_and_show(tmp_path):
 
 def test_sql_over_archive_and_events(shared_data, tmp_path):
     src = shared_data / LABELED_008
-    assert fh("analyze", str(src), "--out", str(tmp_path), "-c", str(_cfg(tmp_path))).returncode == 0
+    res = fh("analyze", str(src), "--out", str(tmp_path), "-c", str(_cfg(tmp_path)))
+    assert res.returncode == 0
     res = fh("sql", "SELECT count(*) AS n FROM flows", "--data", str(tmp_path), "-O", "csv")
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == ["n", str(_data_lines(src))]
