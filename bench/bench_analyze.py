@@ -54,11 +54,14 @@ def make_input(target_flows: int) -> Path:
     if path.exists():
         return path
     BENCH.mkdir(parents=True, exist_ok=True)
-    base = generate(streams(), DEMO_DAY, 48, DEMO_SEED).num_rows
-    factor = max(1, int(np.ceil(target_flows / base)))
-    print(f"generating ~{base * factor:,} flows ({factor}x the demo's clients)...", flush=True)
-    flows = generate(scaled_streams(factor), DEMO_DAY, 48, DEMO_SEED)
-    flows = flows.slice(0, min(target_flows, flows.num_rows))
+    rows = generate(streams(), DEMO_DAY, 48, DEMO_SEED).num_rows
+    factor = 1
+    while rows < target_flows:  # periodic streams do not grow with clients: iterate
+        factor = int(np.ceil(factor * target_flows / rows)) + 1
+        print(f"generating flows with {factor}x the demo's clients...", flush=True)
+        flows = generate(scaled_streams(factor), DEMO_DAY, 48, DEMO_SEED)
+        rows = flows.num_rows
+    flows = flows.slice(0, target_flows)
     tmp = path.with_suffix(".tmp")
     write_conn_log(flows, tmp, seed="bench")
     tmp.rename(path)

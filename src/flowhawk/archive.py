@@ -16,7 +16,6 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from flowhawk.schema import FLOW_SCHEMA
@@ -29,9 +28,10 @@ PARTITIONING = ds.partitioning(
 class ArchiveWriter:
     """Appends flow tables to the archive and lists what this run wrote."""
 
-    def __init__(self, root: Path, run_id: str):
+    def __init__(self, root: Path, run_id: str, compression: str = "lz4"):
         self.root = root
         self.run_id = run_id
+        self.compression = compression
         self._seq = 0
         self.files: dict[tuple[str, str], list[Path]] = defaultdict(list)
         self.rows = 0
@@ -39,45 +39,40 @@ class ArchiveWriter:
     def write(self, flows: pa.Table) -> None:
         if flows.num_rows == 0:
             return
-        ts = flows.column("ts_start")
-        table = flows.append_column("date", pc.strftime(ts, format="%Y-%m-%d")).append_column(
-            "hour", pc.strftime(ts, format="%H")
-        )
-        written: list[str] = []
-        ds.write_dataset(
-            table,
-            self.root,
-            format="parquet",
-            partitioning=PARTITIONING,
-            basename_template=f"part-{self.run_id}-{self._seq:05d}-{{i}}.parquet",
-            existing_data_behavior="overwrite_or_ignore",
-            file_visitor=lambda f: written.append(f.path),
-            max_rows_per_group=256 * 1024,
-        )
+        df = pl.from_arrow(flows)
+        assert isinstance(df, pl.DataFrame)
+        # Partition keys by integer arithmetic on the hour, formatted once per hour.
+        hours = df.select(pl.col("ts_start").dt.epoch("s") // 3600).to_series()
+        df = df.with_columns(_hour=hours)
+        for (hour,), part in df.partition_by("_hour", as_dict=True, maintain_order=True).items():
+            start = datetime.fromtimestamp(int(hour) * 3600, UTC)
+            key = (start.strftime("%Y-%m-%d"), start.strftime("%H"))
+            folder = self.root / f"date={key[0]}" / f"hour={key[1]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"part-{self.run_id}-{self._seq:05d}.parquet"
+            part.drop("_hour").write_parquet(
+                path, compression=self.compression, row_group_size=256 * 1024  # type: ignore[arg-type]
+            )
+            self.files[key].append(path)
         self._seq += 1
         self.rows += flows.num_rows
-        for path in written:
-            p = Path(path)
-            key = (p.parent.parent.name.split("=", 1)[1], p.parent.name.split("=", 1)[1])
-            self.files[key].append(p)
 
     def partitions(self) -> list[tuple[str, str]]:
         """(date, hour) partitions this run wrote, oldest first."""
         return sorted(self.files)
 
-    def read_partition(self, key: tuple[str, str]) -> pl.DataFrame:
+    def read_partition(
+        self, key: tuple[str, str], columns: list[str] | None = None
+    ) -> pl.DataFrame:
         """This run's flows of one partition, sorted by ts_start (stable)."""
-        tables = [
-            ds.dataset(str(p), format="parquet", schema=FLOW_SCHEMA).to_table()
-            for p in self.files[key]
-        ]
-        df = pl.from_arrow(pa.concat_tables(tables))
-        assert isinstance(df, pl.DataFrame)
+        df = pl.concat([pl.read_parquet(p, columns=columns) for p in self.files[key]])
         return df.sort("ts_start", maintain_order=True)
 
-    def iter_partitions(self) -> Iterator[tuple[tuple[str, str], pl.DataFrame]]:
+    def iter_partitions(
+        self, columns: list[str] | None = None
+    ) -> Iterator[tuple[tuple[str, str], pl.DataFrame]]:
         for key in self.partitions():
-            yield key, self.read_partition(key)
+            yield key, self.read_partition(key, columns)
 
 
 def dataset(root: Path) -> ds.Dataset:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -189,6 +189,9 @@ class InputSettings(Strict):
 
 
 class ArchiveSettings(Strict):
+    compression: Literal["lz4", "zstd", "snappy", "uncompressed"] = Field(
+        default="lz4", description="Parquet codec of the flow archive (zstd: smaller, slower)."
+    )
     retention: Duration | None = Field(
         default=None, description="Drop archived flow partitions older than this (event time)."
     )

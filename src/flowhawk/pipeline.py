@@ -125,7 +125,7 @@ def run(
     diag = Diagnostics()
     clock = _Clock()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    writer = ArchiveWriter(data_dir / "flows", run_id)
+    writer = ArchiveWriter(data_dir / "flows", run_id, cfg.archive.compression)
     normalizer = Normalizer(cfg, diag)
     lineage: list[pl.DataFrame] = []
     sources = tables if tables is not None else read_inputs(inputs, cfg, diag, fmt, progress)

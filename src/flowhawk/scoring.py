@@ -16,6 +16,8 @@ from flowhawk.archive import ArchiveWriter
 from flowhawk.events import EVENT_KEY, with_window
 
 FLOW_SCORE_COLUMNS = ["flow_id", "input", "risk", "methods"]
+_COLUMNS = ["ts_start", "site", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "src_pkts",
+            "src_bytes", "dst_pkts", "dst_bytes", "service", "input", "flow_id"]
 
 
 def score_flows(
@@ -34,7 +36,7 @@ def score_flows(
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "wb") as fh:
         fh.write((",".join(FLOW_SCORE_COLUMNS) + "\n").encode())
-        for _, flows in writer.iter_partitions():
+        for _, flows in writer.iter_partitions(_COLUMNS):
             flows = with_window(flows, window_seconds, "ts_start")
             joined = flows.join(keys, on=EVENT_KEY, how="left", nulls_equal=True)
             scores = joined.select(

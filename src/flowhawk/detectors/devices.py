@@ -40,41 +40,47 @@ class NewDevice(Detector):
         self.devices = SeenSet(("site", "ip"), _KEY_SCHEMA)
         self.since: object | None = None
 
-    def _appearances(self, flows: pl.DataFrame) -> pl.DataFrame:
-        """One row per (flow, device) in event order: client side first, then server side."""
+    def _new_devices(self, flows: pl.DataFrame, remember: bool) -> pl.DataFrame:
+        """First appearance of each device not seen before, with the flow it appeared in.
+
+        Appearances are ordered by flow, client side before server side; only the
+        few new ones are joined back to their flows' columns.
+        """
         want = self.internal
-        as_client = flows.filter(pl.col("src_internal") == want).select(
-            *_COMM, ip=pl.col("src_ip"), role=pl.lit("client")
-        )
         server_rule = pl.col("dst_internal") == want
         if want:
             server_rule = server_rule & (pl.col("dst_pkts") > 0)
-        as_server = flows.filter(server_rule).select(
-            *_COMM, ip=pl.col("dst_ip"), role=pl.lit("server")
-        )
-        rows = pl.concat([as_client.with_row_index("_i"), as_server.with_row_index("_i")])
-        rows = rows.sort(["ts_start", "_i"], maintain_order=True).drop("_i")
-        if rows.height == 0 or len(self.context.local_scope) == 0:
-            return rows
-        uniq = rows.select(pl.col("ip").unique())
-        hi, lo, _ = netaddr.parse(uniq.get_column("ip"))
-        scoped = uniq.filter(pl.Series(self.context.local_scope.contains(hi, lo)))
-        return rows.join(scoped, on="ip", how="anti")
+        idx = flows.select("site", "src_ip", "dst_ip", "src_internal", server_rule.alias("_srv"))
+        idx = idx.with_row_index("_row")
+        cand = pl.concat([
+            idx.filter(pl.col("src_internal") == want).select(
+                "site", ip=pl.col("src_ip"), _order=pl.col("_row") * 2, _row=pl.col("_row")
+            ),
+            idx.filter(pl.col("_srv")).select(
+                "site", ip=pl.col("dst_ip"), _order=pl.col("_row") * 2 + 1, _row=pl.col("_row")
+            ),
+        ]).sort("_order")
+        cand = cand.with_columns(ts_start=flows.get_column("ts_start").gather(cand["_row"]))
+        new = self.devices.first_new(cand, remember=remember)
+        if new.height and len(self.context.local_scope):
+            hi, lo, _ = netaddr.parse(new.get_column("ip"))
+            new = new.filter(pl.Series(~self.context.local_scope.contains(hi, lo)))
+        role = pl.when(pl.col("_order") % 2 == 0).then(pl.lit("client")).otherwise(
+            pl.lit("server"))
+        context = flows.select(_COMM)[new.get_column("_row")]
+        return pl.concat([new.select("ip", role=role), context], how="horizontal")
 
     def learn(self, flows: pl.DataFrame) -> None:
-        rows = self._appearances(flows)
-        if rows.height and self.since is None:
-            self.since = rows.get_column("ts_start").min()
-        self.devices.add(rows)
+        if flows.height and self.since is None:
+            self.since = flows.get_column("ts_start").min()
+        self._new_devices(flows, remember=True)
 
     def score(self, flows: pl.DataFrame) -> pl.DataFrame:
-        rows = self._appearances(flows)
-        if rows.height == 0:
+        if flows.height == 0:
             return empty_alarms()
         if self.since is None:
-            self.since = rows.get_column("ts_start").min()
-        new = self.devices.first_new(rows)
-        self.devices.add(rows)
+            self.since = flows.get_column("ts_start").min()
+        new = self._new_devices(flows, remember=True)
         if new.height == 0:
             return empty_alarms()
         kind = "internal" if self.internal else "external"

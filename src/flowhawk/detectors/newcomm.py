@@ -80,15 +80,15 @@ class NewCommunication(Detector):
         if self.since is None:
             self.since = flows.get_column("ts_start").min()
         rows = flows.with_row_index("_row")
-        new = self.comms.first_new(rows)
+        new = self.comms.first_new(rows, remember=True)
+        client_new = self.client_services.first_new(rows, remember=True).get_column("_row")
+        server_new = self.server_services.first_new(rows, remember=True).get_column("_row")
         if new.height:
-            client_new = self.client_services.first_new(rows).get_column("_row")
-            server_new = self.server_services.first_new(rows).get_column("_row")
             new = self._with_known_hosts(new, rows).with_columns(
                 _client_new=pl.col("_row").is_in(client_new.implode()) & pl.col("_src_known"),
                 _server_new=pl.col("_row").is_in(server_new.implode()) & pl.col("_dst_known"),
             )
-        self._remember(flows)
+        self.hosts.add(_hosts(flows))
         if new.height == 0:
             return empty_alarms()
         since = pl.lit(self.since, dtype=UTC_US)
@@ -153,10 +153,7 @@ class NewCommunication(Detector):
     def _with_known_hosts(self, new: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
         """Mark whether client and server were known before each new communication's row."""
         first = _hosts(rows).group_by("site", "ip").agg(_first=pl.col("_row").min())
-        known = self.hosts.table.select("site", "ip", _in_state=pl.lit(True))
-        first = first.join(known, on=["site", "ip"], how="left").with_columns(
-            pl.col("_in_state").fill_null(False)
-        )
+        first = first.with_columns(_in_state=pl.Series(self.hosts.contains(first)))
         for side in ("src", "dst"):
             new = (
                 new.join(
