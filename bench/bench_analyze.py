@@ -36,9 +36,7 @@ def scaled_streams(factor: int) -> list:
     for s in streams():
         clients = list(s.clients)
         if len(clients) > 1 or s.rate > 0:
-            clients = [
-                _shift(c, k) for k in range(factor) for c in s.clients
-            ]
+            clients = [_shift(c, k) for k in range(factor) for c in s.clients]
         out.append(replace(s, clients=clients))
     return out
 
@@ -93,8 +91,10 @@ def main() -> None:
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     events = _count_lines(out / "events.jsonl")
     scored = _count_lines(out / "flow_scores.csv") - 1
-    print(f"analyze end to end: {wall:.1f} s wall, {rows / wall:,.0f} flows/s, "
-          f"peak RSS {peak_kb / 1024:,.0f} MiB")
+    print(
+        f"analyze end to end: {wall:.1f} s wall, {rows / wall:,.0f} flows/s, "
+        f"peak RSS {peak_kb / 1024:,.0f} MiB"
+    )
     print(f"events: {events:,}; flow_scores rows: {scored:,} (input rows {rows:,})")
     stages = re.search(r"Time: .*", proc.stdout)
     if stages:

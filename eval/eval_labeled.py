@@ -54,8 +54,15 @@ def labels_of(path: Path) -> pl.DataFrame:
             if line.startswith("#fields"):
                 fields = line.rstrip("\n").split("\t")[1:]
                 break
-    df = pl.read_csv(path, separator="\t", comment_prefix="#", has_header=False,
-                     new_columns=fields, infer_schema=False, quote_char=None)
+    df = pl.read_csv(
+        path,
+        separator="\t",
+        comment_prefix="#",
+        has_header=False,
+        new_columns=fields,
+        infer_schema=False,
+        quote_char=None,
+    )
     return df.select(
         "uid", pl.col("ts").cast(pl.Float64), "label", pl.col("id.orig_h").alias("src")
     )

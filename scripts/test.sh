@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
 .venv/bin/ruff check src tests bench eval
+.venv/bin/ruff format --check --quiet src tests bench eval
 exec .venv/bin/python -m pytest -q "$@"

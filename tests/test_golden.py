@@ -36,8 +36,10 @@ def _summary(out: Path, top: int = 40) -> dict:
             | {"methods": sorted(a["method"] for a in e["alarms"])}
             for e in events[:top]
         ],
-        "top_hosts": [{"ip": r["ip"], "risk": r["risk"], "methods": r["methods"]}
-                      for r in hosts.iter_rows(named=True)],
+        "top_hosts": [
+            {"ip": r["ip"], "risk": r["risk"], "methods": r["methods"]}
+            for r in hosts.iter_rows(named=True)
+        ],
     }
 
 

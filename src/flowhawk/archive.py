@@ -51,7 +51,9 @@ class ArchiveWriter:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"part-{self.run_id}-{self._seq:05d}.parquet"
             part.drop("_hour").write_parquet(
-                path, compression=self.compression, row_group_size=256 * 1024  # type: ignore[arg-type]
+                path,
+                compression=self.compression,
+                row_group_size=256 * 1024,  # type: ignore[arg-type]
             )
             self.files[key].append(path)
         self._seq += 1

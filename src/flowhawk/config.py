@@ -292,6 +292,6 @@ def effective(cfg: Config) -> dict[str, Any]:
 _DURATION_KEYS = {
     "learning": {"period"},
     "events": {"window", "host_half_life"},
-    "pcap": {"active_timeout", "idle_timeout", "tcp_idle_timeout"},
+    "pcap": {"active_timeout", "idle_timeout", "tcp_idle_timeout", "tcp_close_timeout"},
     "normalize": {"stitch_gap"},
 }

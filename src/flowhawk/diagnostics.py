@@ -40,8 +40,9 @@ class InputStats:
 
     name: str
     format: str = ""
-    records: int = 0  # records read successfully
-    flows: int = 0  # flows produced (after stitching / metering)
+    records: int = 0  # records read successfully (rows a reader yielded; counted by the pipeline)
+    flows: int = 0  # flows after normalization and stitching (counted by the normalizer)
+    packets: int = 0  # packets metered into flows (captures only; counted by the reader)
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     ignored: Counter = field(default_factory=Counter)  # not errors: e.g. non-flow events
     failed: str = ""  # set when the input could not be read at all

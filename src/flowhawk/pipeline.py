@@ -71,9 +71,14 @@ class RunResult:
 def source_options(cfg: Config, fmt: str) -> dict[str, Any]:
     if fmt in ("pcap", "pcapng", "interface"):
         return cfg.pcap.model_dump()
-    sections = {"csv": cfg.input.csv, "parquet": cfg.input.parquet, "argus": cfg.input.argus,
-                "nfdump": cfg.input.nfdump, "nfdump-csv": cfg.input.nfdump,
-                "nfdump-text": cfg.input.nfdump}
+    sections = {
+        "csv": cfg.input.csv,
+        "parquet": cfg.input.parquet,
+        "argus": cfg.input.argus,
+        "nfdump": cfg.input.nfdump,
+        "nfdump-csv": cfg.input.nfdump,
+        "nfdump-text": cfg.input.nfdump,
+    }
     return sections[fmt].model_dump() if fmt in sections else {}
 
 
@@ -120,9 +125,14 @@ def run(
     learn_only: bool = False,
     progress: ProgressFn = _no_progress,
     tables: Iterable[tuple[str, Iterator[pa.Table]]] | None = None,
+    diagnostics: Diagnostics | None = None,
 ) -> RunResult:
-    """Analyze (or only learn from) ``inputs``; ``tables`` replaces reading files (live input)."""
-    diag = Diagnostics()
+    """Analyze (or only learn from) ``inputs``.
+
+    ``tables`` replaces reading files (a live capture, a simulator): (input name, raw
+    tables) pairs whose problems go to ``diagnostics``.
+    """
+    diag = diagnostics or Diagnostics()
     clock = _Clock()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     writer = ArchiveWriter(data_dir / "flows", run_id, cfg.archive.compression)
@@ -181,9 +191,8 @@ def run(
     )
     clock.lap("sinks+checkpoint")
     all_alarms, all_events = load_alarms_and_events(data_dir)
-    hosts = rank_hosts(
-        all_alarms, all_events, cfg.events.host_half_life, NetworkSet(cfg.network.internal)
-    )
+    internal = NetworkSet([*cfg.network.internal, *cfg.network.local_scope])
+    hosts = rank_hosts(all_alarms, all_events, cfg.events.host_half_life, internal)
     hosts.write_csv(out_dir / "hosts.csv")
     if cfg.archive.retention and engine.meta.last_event:
         archive.apply_retention(

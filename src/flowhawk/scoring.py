@@ -16,8 +16,22 @@ from flowhawk.archive import ArchiveWriter
 from flowhawk.events import EVENT_KEY, with_window
 
 FLOW_SCORE_COLUMNS = ["flow_id", "input", "risk", "methods"]
-_COLUMNS = ["ts_start", "site", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "src_pkts",
-            "src_bytes", "dst_pkts", "dst_bytes", "service", "input", "flow_id"]
+_COLUMNS = [
+    "ts_start",
+    "site",
+    "src_ip",
+    "dst_ip",
+    "src_port",
+    "dst_port",
+    "proto",
+    "src_pkts",
+    "src_bytes",
+    "dst_pkts",
+    "dst_bytes",
+    "service",
+    "input",
+    "flow_id",
+]
 
 
 def score_flows(

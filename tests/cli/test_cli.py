@@ -16,8 +16,13 @@ ARGUS = "conformance/flow_text_formats/examples/test5.tabs.binetflow"
 
 
 def fh(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flowhawk", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "flowhawk", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def _data_lines(path: Path) -> int:
@@ -40,8 +45,19 @@ def test_analyze_real_zeek_log_writes_every_output(shared_data, tmp_path):
     assert "Inputs" in res.stdout and "Events:" in res.stdout and "Top hosts" in res.stdout
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert events, "the CTU capture has attacks after its first 10 minutes"
-    for key in ("id", "ts_start", "ts_end", "site", "src_ip", "dst_ip", "dst_port", "proto",
-                "direction", "risk", "alarms"):
+    for key in (
+        "id",
+        "ts_start",
+        "ts_end",
+        "site",
+        "src_ip",
+        "dst_ip",
+        "dst_port",
+        "proto",
+        "direction",
+        "risk",
+        "alarms",
+    ):
         assert key in events[0]
     assert {a["method"] for e in events for a in e["alarms"]} <= {"M1", "M30", "M31"}
     assert all(0 <= e["risk"] <= 100 for e in events)
@@ -49,8 +65,21 @@ def test_analyze_real_zeek_log_writes_every_output(shared_data, tmp_path):
     assert hosts.columns[:4] == ["ip", "risk", "events", "alarms"]
     assert hosts.get_column("risk").is_sorted(descending=True)
     sus = pl.read_csv(out / "suspicious.csv")
-    assert {"tstart", "sip", "dip", "sport", "dport", "proto", "ipkt", "ibyt", "opkt", "obyt",
-            "score", "risk", "reasons"} <= set(sus.columns)
+    assert {
+        "tstart",
+        "sip",
+        "dip",
+        "sport",
+        "dport",
+        "proto",
+        "ipkt",
+        "ibyt",
+        "opkt",
+        "obyt",
+        "score",
+        "risk",
+        "reasons",
+    } <= set(sus.columns)
     scores = pl.read_csv(out / "flow_scores.csv", infer_schema=False)
     assert scores.columns == ["flow_id", "input", "risk", "methods"]
     assert scores.height == _data_lines(src)
@@ -103,8 +132,15 @@ def test_bad_and_good_inputs_together(shared_data, tmp_path):
     garbage.write_bytes(b"\x00\x01\x02 this is not a flow log \xff\n" * 20)
     truncated = shared_data / "conformance/dpkt_pcaps/truncated_dns.pcap"
     good = shared_data / "conformance/flow_text_formats/examples/conn.tab.log"
-    res = fh("analyze", str(garbage), str(truncated), str(good), str(tmp_path / "missing.pcap"),
-             "--out", str(tmp_path / "o"))
+    res = fh(
+        "analyze",
+        str(garbage),
+        str(truncated),
+        str(good),
+        str(tmp_path / "missing.pcap"),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert res.returncode == 0, res.stderr
     text = " ".join(res.stdout.split())
     assert "garbage.log" in text and "format not recognised" in text
@@ -148,8 +184,14 @@ def test_sql_over_archive_and_events(shared_data, tmp_path):
     res = fh("sql", "SELECT count(*) AS n FROM flows", "--data", str(tmp_path), "-O", "csv")
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == ["n", str(_data_lines(src))]
-    res = fh("sql", "SELECT method, count(*) AS n FROM alarms GROUP BY ALL ORDER BY 1",
-             "--data", str(tmp_path), "-O", "json")
+    res = fh(
+        "sql",
+        "SELECT method, count(*) AS n FROM alarms GROUP BY ALL ORDER BY 1",
+        "--data",
+        str(tmp_path),
+        "-O",
+        "json",
+    )
     assert res.returncode == 0 and '"method":"M1"' in res.stdout
     res = fh("sql", "SELECT ip FROM hosts LIMIT 1", "--data", str(tmp_path))
     assert res.returncode == 0

@@ -93,13 +93,33 @@ def test_lone_icmp_echo_reply_becomes_request_from_requester():
 
 
 def test_udp_first_sender_on_service_port_is_flipped_like_zeek():
-    df = _oriented([
-        {"src_ip": "192.168.1.100", "dst_ip": "24.1.1.1", "src_port": 53, "dst_port": 58741,
-         "proto": 17, "orient": "start"},
-        {"src_ip": "10.0.0.5", "dst_ip": "10.0.0.1", "src_port": 53, "dst_port": 53,
-         "proto": 17, "orient": "start"},
-        {"src_ip": "10.0.0.5", "dst_ip": "10.0.0.1", "src_port": 80, "dst_port": 58741,
-         "proto": 6, "orient": "start"},
-    ])
+    df = _oriented(
+        [
+            {
+                "src_ip": "192.168.1.100",
+                "dst_ip": "24.1.1.1",
+                "src_port": 53,
+                "dst_port": 58741,
+                "proto": 17,
+                "orient": "start",
+            },
+            {
+                "src_ip": "10.0.0.5",
+                "dst_ip": "10.0.0.1",
+                "src_port": 53,
+                "dst_port": 53,
+                "proto": 17,
+                "orient": "start",
+            },
+            {
+                "src_ip": "10.0.0.5",
+                "dst_ip": "10.0.0.1",
+                "src_port": 80,
+                "dst_port": 58741,
+                "proto": 6,
+                "orient": "start",
+            },
+        ]
+    )
     assert df.get_column("dst_port").to_list() == [53, 53, 58741]
     assert df.get_column("orient").to_list() == ["port", "start", "start"]

@@ -25,14 +25,27 @@ SAMPLES = {
     "argus": f"{EX}/test.binetflow",
     "suricata": "labeled/slips_dataset/dataset_HEAD/test6-malicious.suricata.json",
 }
-MAPPING = {"ts_start": "start", "duration": "dur", "src_ip": "sa", "dst_ip": "da",
-           "dst_port": "dp", "proto": "pr"}
+MAPPING = {
+    "ts_start": "start",
+    "duration": "dur",
+    "src_ip": "sa",
+    "dst_ip": "da",
+    "dst_port": "dp",
+    "proto": "pr",
+}
 
 
 def _generated(name: str, tmp_path: Path) -> tuple[Path, dict]:
-    df = pl.DataFrame({"start": ["2024-01-01T00:00:00Z", "2024-01-01T00:00:05Z"],
-                       "dur": [1.5, 2.0], "sa": ["10.0.0.1", "10.0.0.2"],
-                       "da": ["8.8.8.8", "1.1.1.1"], "dp": [53, 443], "pr": ["udp", "tcp"]})
+    df = pl.DataFrame(
+        {
+            "start": ["2024-01-01T00:00:00Z", "2024-01-01T00:00:05Z"],
+            "dur": [1.5, 2.0],
+            "sa": ["10.0.0.1", "10.0.0.2"],
+            "da": ["8.8.8.8", "1.1.1.1"],
+            "dp": [53, 443],
+            "pr": ["udp", "tcp"],
+        }
+    )
     opts = {"mapping": MAPPING}
     if name == "parquet":
         path = tmp_path / "flows.parquet"
@@ -74,7 +87,7 @@ def test_reader_contract(name, shared_data, tmp_path):
     df = pl.from_arrow(table)
     assert df.get_column("flow_id").null_count() == 0
     assert (df.get_column("ts_end") >= df.get_column("ts_start")).all()
-    assert (df.select(pl.col("^(src|dst)_(pkts|bytes)$").min()).row(0) >= (0, 0, 0, 0))
+    assert df.select(pl.col("^(src|dst)_(pkts|bytes)$").min()).row(0) >= (0, 0, 0, 0)
     assert (df.get_column("input") == str(path)).all()
 
 

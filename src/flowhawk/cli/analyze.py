@@ -62,19 +62,43 @@ def analyze(
     ),
     config: Path | None = ConfigOpt,
     fmt: str | None = FormatOpt,
+    interface: str | None = typer.Option(
+        None, "--interface", "-i", help="Capture live from this interface (needs tcpdump)."
+    ),
+    duration: float | None = typer.Option(
+        None, "--duration", help="With --interface: stop after this many seconds."
+    ),
+    packets: int | None = typer.Option(
+        None, "--packets", help="With --interface: stop after this many packets."
+    ),
+    bpf: str | None = typer.Option(
+        None, "--filter", help="With --interface: a capture filter, e.g. 'not port 22'."
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
-    """Read INPUTS, archive their flows, run every detector in event time, write events.
+    """Read INPUTS (or a live interface), archive their flows, run every detector in event
+    time, write events.
 
     Writes events.jsonl, hosts.csv, suspicious.csv and flow_scores.csv to --out, and the
     Parquet flow archive, the detectors' state and the event store to --data.
     Exit status: 0 when something was read (even with skipped records), 1 when nothing
     could be read, 2 on usage or configuration errors.
     """
-    if not inputs:
-        raise typer.BadParameter("give at least one input (file or folder)", param_hint="INPUTS")
+    if not inputs and not interface:
+        raise typer.BadParameter(
+            "give at least one input (file or folder) or --interface", param_hint="INPUTS"
+        )
+    if interface and inputs:
+        raise typer.BadParameter(
+            "give either INPUTS or --interface, not both", param_hint="--interface"
+        )
+    if not interface and (duration or packets or bpf):
+        raise typer.BadParameter(
+            "--duration, --packets and --filter go with --interface", param_hint="--interface"
+        )
     _check_format(fmt)
-    _analyze(inputs, out, data or out, config, fmt, quiet, learn_only=False)
+    live = (interface, duration, packets, bpf) if interface else None
+    _analyze(inputs or [], out, data or out, config, fmt, quiet, learn_only=False, live=live)
 
 
 @app.command()
@@ -136,8 +160,10 @@ def _analyze(
     fmt: str | None,
     quiet: bool,
     learn_only: bool,
+    live: tuple | None = None,
 ) -> None:
     cfg = cfgmod.load(config)
+    extra = _live_input(cfg, live, quiet) if live is not None else {}
     try:
         result = _run_with_progress(
             quiet,
@@ -147,6 +173,7 @@ def _analyze(
             out_dir=out,
             fmt=fmt,
             learn_only=learn_only,
+            **extra,
         )
     except NothingReadable as exc:
         err = make_console(stderr=True)
@@ -156,3 +183,21 @@ def _analyze(
         raise typer.Exit(1) from None
     if not quiet:
         print_summary(console, result, learn_only=learn_only)
+
+
+def _live_input(cfg: cfgmod.Config, live: tuple, quiet: bool) -> dict:
+    """Pipeline arguments that read a live interface instead of files."""
+    from flowhawk.diagnostics import Diagnostics
+    from flowhawk.pipeline import source_options
+    from flowhawk.sources.base import ReadContext
+    from flowhawk.sources.pcap.live import capture
+
+    iface, duration, packets, bpf = live
+    diag = Diagnostics()
+    ctx = ReadContext(diag, options=source_options(cfg, "interface"))
+    if not quiet:
+        limits = [f"{duration:g} s" if duration else "", f"{packets:,} packets" if packets else ""]
+        stop = " or ".join(x for x in limits if x) or "Ctrl-C"
+        console.print(f"capturing on {iface} until {stop}...")
+    tables = capture(iface, ctx, duration=duration, packet_limit=packets, bpf=bpf)
+    return {"tables": [(f"live:{iface}", tables)], "diagnostics": diag}

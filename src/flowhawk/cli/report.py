@@ -12,25 +12,23 @@ from flowhawk.pipeline import RunResult
 
 def inputs_table(result: RunResult) -> Table:
     t = Table(title="Inputs", title_justify="left", show_edge=False)
-    for col in ("input", "format", "records", "flows", "skipped", "ignored", "status"):
-        t.add_column(
-            col, justify="right" if col in ("records", "flows", "skipped", "ignored") else "left"
-        )
-    for st in result.diagnostics.inputs.values():
-        status = (
-            f"[red]unreadable: {st.failed}[/]"
-            if st.failed
-            else ("[yellow]partly read[/]" if st.skipped_total else "ok")
-        )
-        t.add_row(
-            st.name,
-            st.format or "-",
-            f"{st.records:,}",
-            f"{st.flows:,}",
-            f"{st.skipped_total:,}",
-            f"{sum(st.ignored.values()):,}",
-            status,
-        )
+    stats = list(result.diagnostics.inputs.values())
+    packets = any(st.packets for st in stats)
+    numbers = ["packets"] * packets + ["records", "flows", "skipped", "ignored"]
+    for col in ("input", "format", *numbers, "status"):
+        t.add_column(col, justify="right" if col in numbers else "left")
+    for st in stats:
+        if st.failed:
+            status = f"[red]unreadable: {st.failed}[/]"
+        else:
+            status = "[yellow]partly read[/]" if st.skipped_total else "ok"
+        counts = [st.packets] * packets + [
+            st.records,
+            st.flows,
+            st.skipped_total,
+            sum(st.ignored.values()),
+        ]
+        t.add_row(st.name, st.format or "-", *(f"{n:,}" for n in counts), status)
     return t
 
 
@@ -83,8 +81,9 @@ def print_summary(console: Console, result: RunResult, learn_only: bool = False)
     if result.timings:
         total = sum(result.timings.values())
         laps = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
-        console.print(f"\nTime: {total:.1f}s ({laps}); {result.flows / max(total, 1e-9):,.0f} "
-                      "flows/s")
+        console.print(
+            f"\nTime: {total:.1f}s ({laps}); {result.flows / max(total, 1e-9):,.0f} flows/s"
+        )
     console.print("\nOutputs:")
     for name, path in result.outputs.items():
         console.print(f"  {name:<16} {path}", highlight=False)

@@ -52,21 +52,22 @@ class NewDevice(Detector):
             server_rule = server_rule & (pl.col("dst_pkts") > 0)
         idx = flows.select("site", "src_ip", "dst_ip", "src_internal", server_rule.alias("_srv"))
         idx = idx.with_row_index("_row")
-        cand = pl.concat([
-            idx.filter(pl.col("src_internal") == want).select(
-                "site", ip=pl.col("src_ip"), _order=pl.col("_row") * 2, _row=pl.col("_row")
-            ),
-            idx.filter(pl.col("_srv")).select(
-                "site", ip=pl.col("dst_ip"), _order=pl.col("_row") * 2 + 1, _row=pl.col("_row")
-            ),
-        ]).sort("_order")
+        cand = pl.concat(
+            [
+                idx.filter(pl.col("src_internal") == want).select(
+                    "site", ip=pl.col("src_ip"), _order=pl.col("_row") * 2, _row=pl.col("_row")
+                ),
+                idx.filter(pl.col("_srv")).select(
+                    "site", ip=pl.col("dst_ip"), _order=pl.col("_row") * 2 + 1, _row=pl.col("_row")
+                ),
+            ]
+        ).sort("_order")
         cand = cand.with_columns(ts_start=flows.get_column("ts_start").gather(cand["_row"]))
         new = self.devices.first_new(cand, remember=remember)
         if new.height and len(self.context.local_scope):
             hi, lo, _ = netaddr.parse(new.get_column("ip"))
             new = new.filter(pl.Series(~self.context.local_scope.contains(hi, lo)))
-        role = pl.when(pl.col("_order") % 2 == 0).then(pl.lit("client")).otherwise(
-            pl.lit("server"))
+        role = pl.when(pl.col("_order") % 2 == 0).then(pl.lit("client")).otherwise(pl.lit("server"))
         context = flows.select(_COMM)[new.get_column("_row")]
         return pl.concat([new.select("ip", role=role), context], how="horizontal")
 

@@ -80,8 +80,10 @@ class SeenSet:
 
     def _insert(self, new: pl.DataFrame, hashes: np.ndarray, time_col: str) -> None:
         fresh = new.select(
-            [*(pl.col(k).cast(self._schema[k]) for k in self.keys),
-             pl.col(time_col).cast(UTC_US).alias("first_seen")]
+            [
+                *(pl.col(k).cast(self._schema[k]) for k in self.keys),
+                pl.col(time_col).cast(UTC_US).alias("first_seen"),
+            ]
         )
         self._seen = pl.concat([self._seen, fresh], how="vertical", rechunk=False)
         # Two sorted runs: the stable sort (timsort) merges them in linear time.
