@@ -63,3 +63,9 @@ def test_ctu_labeled_conn_log(shared_data, tmp_path):
     src = shared_data / "labeled/stratosphere_scenarios/010-zeek-mixed/data/conn.log.labeled"
     run([src], config.from_dict({"learning": {"period": "30m"}}), tmp_path, tmp_path)
     _check("ctu_010", _summary(tmp_path))
+
+
+def test_beacon_capture_pcap(shared_data, tmp_path):
+    src = shared_data / "labeled/slips_dataset/dataset_HEAD/test-cc/test-cc-capture-1.pcap"
+    run([src], config.from_dict({"learning": {"period": "2m"}}), tmp_path, tmp_path)
+    _check("test_cc_capture_1", _summary(tmp_path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ def fh(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         text=True,
         cwd=cwd,
         timeout=300,
+        env={**os.environ, "COLUMNS": "200"},  # usage errors are boxed at the terminal width
     )
 
 
@@ -207,3 +209,46 @@ def test_demo_main_job(tmp_path):
     hosts = pl.read_csv(tmp_path / "demo" / "hosts.csv")
     top = hosts.get_column("ip").head(2).to_list()
     assert top == ["10.10.1.250", "10.10.1.23"]  # the rogue device, then patient zero
+
+
+@pytest.mark.live
+def test_analyze_live_interface(tmp_path):
+    """Capture on loopback with tcpdump while a client sends UDP datagrams."""
+    import socket
+    import threading
+    import time
+
+    def talk() -> None:
+        time.sleep(1.5)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for port in range(47000, 47010):
+                s.sendto(b"x" * 64, ("127.0.0.1", port))
+                time.sleep(0.05)
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[learning]\nperiod = "1s"\n')
+    threading.Thread(target=talk, daemon=True).start()
+    res = fh(
+        "analyze",
+        "--interface",
+        "lo",
+        "--duration",
+        "4",
+        "--filter",
+        "udp",
+        "--out",
+        str(tmp_path / "o"),
+        "-c",
+        str(cfg),
+    )
+    assert res.returncode == 0, res.stderr
+    assert "live:lo" in res.stdout and "packets" in res.stdout
+    ports = pl.read_parquet(tmp_path / "o" / "flows" / "**" / "*.parquet").get_column("dst_port")
+    assert set(range(47000, 47010)) <= set(ports.to_list())
+
+
+def test_interface_and_inputs_are_exclusive(tmp_path):
+    res = fh("analyze", "x.pcap", "--interface", "lo", "--out", str(tmp_path))
+    assert res.returncode == 2 and "not both" in res.stderr
+    res = fh("analyze", "x.pcap", "--duration", "3", "--out", str(tmp_path))
+    assert res.returncode == 2 and "go with --interface" in res.stderr
