@@ -170,7 +170,7 @@ def run_flowhawk(path: Path) -> tuple[int, int]:
     ctx = ReadContext(Diagnostics(), options=dict(TIMEOUTS))
     flows = sum(t.num_rows for t in read_capture(path, ctx, "pcap"))
     st = ctx.diagnostics.inputs[str(path)]
-    return st.records + st.skipped_total + sum(st.ignored.values()), flows
+    return st.packets + st.skipped_total + sum(st.ignored.values()), flows
 
 
 def jit_times() -> tuple[float, float]:

@@ -44,21 +44,13 @@ class HostGroups:
                 guarded=pl.lit(False),
             )
         table = self.lookup(pl.concat([events.get_column("src_ip"), events.get_column("dst_ip")]))
-        out = events.join(
-            table.rename({"ip": "src_ip", "groups": "src_groups", "guarded": "_gs"}),
-            on="src_ip",
-            how="left",
-            maintain_order="left",
-        ).join(
-            table.rename({"ip": "dst_ip", "groups": "dst_groups", "guarded": "_gd"}),
-            on="dst_ip",
-            how="left",
-            maintain_order="left",
+        out = netaddr.join_endpoints(
+            events, table, {"groups": "{side}_groups", "guarded": "_{side}_guarded"}
         )
-        guarded = pl.col("_gs") | pl.col("_gd")
+        guarded = pl.col("_src_guarded") | pl.col("_dst_guarded")
         return out.with_columns(
             guarded=guarded,
             risk=pl.when(guarded)
             .then((100.0 * (1.0 - (1.0 - pl.col("risk") / 100.0) ** boost)).round(1))
             .otherwise(pl.col("risk")),
-        ).drop("_gs", "_gd")
+        ).drop("_src_guarded", "_dst_guarded")

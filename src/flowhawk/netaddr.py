@@ -191,3 +191,17 @@ class NetworkSet:
         ge = (hi > s_hi) | ((hi == s_hi) & (lo >= s_lo))
         le = (hi < e_hi) | ((hi == e_hi) & (lo <= e_lo))
         return ge & le
+
+
+def join_endpoints(df: pl.DataFrame, table: pl.DataFrame, names: dict[str, str]) -> pl.DataFrame:
+    """Join ``table`` (keyed by ``ip``) to both ends of ``df``.
+
+    ``names`` maps each column of ``table`` to a name pattern with ``{side}``
+    (``"src"``/``"dst"``), e.g. ``{"internal": "{side}_internal"}``. Row order is kept.
+    """
+    for side in ("src", "dst"):
+        renamed = table.rename(
+            {"ip": f"{side}_ip", **{c: n.format(side=side) for c, n in names.items()}}
+        )
+        df = df.join(renamed, on=f"{side}_ip", how="left", maintain_order="left")
+    return df

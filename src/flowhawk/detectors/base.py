@@ -50,6 +50,20 @@ ALARM_SCHEMA: dict[str, pl.DataType] = {
 COMM_KEY = ("site", "src_ip", "dst_ip", "dst_port", "proto")
 
 
+def comm_columns(method: str, title: str) -> dict[str, pl.Expr]:
+    """The alarm columns that name the detector and the flow's communication.
+
+    For ``select`` on canonical flows: ``flows.select(**comm_columns(...), score=...)``.
+    """
+    return {
+        "method": pl.lit(method),
+        "name": pl.lit(title),
+        "ts": pl.col("ts_start"),
+        "ts_end": pl.col("ts_end"),
+        **{c: pl.col(c) for c in ("site", "src_ip", "dst_ip", "dst_port", "proto", "direction")},
+    }
+
+
 def empty_alarms() -> pl.DataFrame:
     return pl.DataFrame(schema=ALARM_SCHEMA)
 

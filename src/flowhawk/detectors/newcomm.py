@@ -18,6 +18,7 @@ from flowhawk.detectors.base import (
     Detector,
     DetectorContext,
     DetectorSettings,
+    comm_columns,
     conform_alarms,
     empty_alarms,
 )
@@ -99,16 +100,7 @@ class NewCommunication(Detector):
             + pl.col("_server_new").cast(pl.Float64) * 0.25
         )
         alarms = new.select(
-            method=pl.lit(self.method),
-            name=pl.lit(self.title),
-            ts=pl.col("ts_start"),
-            ts_end=pl.col("ts_end"),
-            site=pl.col("site"),
-            src_ip=pl.col("src_ip"),
-            dst_ip=pl.col("dst_ip"),
-            dst_port=pl.col("dst_port"),
-            proto=pl.col("proto"),
-            direction=pl.col("direction"),
+            **comm_columns(self.method, self.title),
             score=score,
             observed=pl.concat_str(
                 [

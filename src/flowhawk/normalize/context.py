@@ -70,16 +70,8 @@ def add_context(df: pl.DataFrame, net: NetworkContext) -> pl.DataFrame:
             "site_idx": net.site_of(hi, lo),
         }
     )
-    df = df.join(
-        table.rename({"ip": "src_ip", "internal": "src_internal", "site_idx": "_src_site"}),
-        on="src_ip",
-        how="left",
-        maintain_order="left",
-    ).join(
-        table.rename({"ip": "dst_ip", "internal": "dst_internal", "site_idx": "_dst_site"}),
-        on="dst_ip",
-        how="left",
-        maintain_order="left",
+    df = netaddr.join_endpoints(
+        df, table, {"internal": "{side}_internal", "site_idx": "_{side}_site"}
     )
     si, di = pl.col("src_internal"), pl.col("dst_internal")
     direction = (
