@@ -97,15 +97,29 @@ def read_inputs(
     fmt: str | None = None,
     progress: ProgressFn = _no_progress,
 ) -> Iterator[tuple[str, Iterator[pa.Table]]]:
-    """(input name, raw tables) for every readable input; failures are recorded in ``diag``."""
+    """(input name, raw tables) for every readable input; failures are recorded in ``diag``.
+
+    A file named by the user that cannot be read is a failure; a file found in a folder
+    that is not a flow log (a Zeek dns.log, a README) is counted as ignored on the
+    folder's line.
+    """
     files = expand_inputs(list(paths))
     progress("read", 0, len(files))
-    for path in files:
+    for path, folder in files:
         name = str(path)
         try:
             if not path.exists():
                 raise InputError(name, "does not exist")
-            chosen = fmt or detect_format(path)
+            if fmt is None and folder is not None:
+                try:
+                    chosen = detect_format(path)
+                except InputError:
+                    diag.stats(str(folder)).format = "folder"
+                    diag.ignore(str(folder), "files that are not flow logs")
+                    progress("read", 1, None)
+                    continue
+            else:
+                chosen = fmt or detect_format(path)
             diag.stats(name).format = chosen
             source = load_source(chosen)()
             ctx = ReadContext(diag, options=source_options(cfg, chosen))

@@ -252,3 +252,16 @@ def test_interface_and_inputs_are_exclusive(tmp_path):
     assert res.returncode == 2 and "not both" in res.stderr
     res = fh("analyze", "x.pcap", "--duration", "3", "--out", str(tmp_path))
     assert res.returncode == 2 and "go with --interface" in res.stderr
+
+
+def test_zeek_log_folder_reads_conn_and_counts_other_logs_as_ignored(shared_data, tmp_path):
+    folder = shared_data / "labeled/slips_dataset/dataset_HEAD/test10-mixed-zeek-dir"
+    res = fh("analyze", str(folder), "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    lines = [" ".join(line.split()) for line in res.stdout.splitlines()]
+    conn = next(line for line in lines if line.startswith(f"{folder}/conn.log"))
+    assert "zeek" in conn and "ok" in conn
+    row = next(line for line in lines if line.startswith(f"{folder} "))
+    others = sum(1 for p in folder.iterdir() if p.name != "conn.log")
+    assert f"folder │ 0 │ 0 │ 0 │ {others} │ ok" in row
+    assert "unreadable" not in res.stdout

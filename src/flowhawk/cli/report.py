@@ -19,7 +19,8 @@ def inputs_table(result: RunResult) -> Table:
         t.add_column(col, justify="right" if col in numbers else "left")
     for st in stats:
         if st.failed:
-            status = f"[red]unreadable: {st.failed}[/]"
+            why = st.failed if len(st.failed) <= 60 else st.failed[:57] + "..."
+            status = f"[red]unreadable: {why}[/]"
         else:
             status = "[yellow]partly read[/]" if st.skipped_total else "ok"
         counts = [st.packets] * packets + [

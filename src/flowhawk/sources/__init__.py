@@ -67,12 +67,15 @@ def detect_format(path: Path) -> str:
     return best_name
 
 
-def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Files to read: files as given, directories walked recursively in name order."""
-    files: list[Path] = []
+def expand_inputs(paths: list[Path]) -> list[tuple[Path, Path | None]]:
+    """Files to read, each with the folder it was found in (None when named directly).
+
+    Folders are walked recursively in name order.
+    """
+    files: list[tuple[Path, Path | None]] = []
     for p in paths:
         if p.is_dir():
-            files.extend(sorted(q for q in p.rglob("*") if q.is_file()))
+            files.extend((q, p) for q in sorted(p.rglob("*")) if q.is_file())
         else:
-            files.append(p)
+            files.append((p, None))
     return files
