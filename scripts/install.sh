@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what flowhawk and its tests need, idempotently: the Debian programs used
-# as peers and helpers (nfdump, softflowd, tcpdump), a virtual environment in .venv,
-# and flowhawk itself in editable mode with its development extras.
+# as peers and helpers (nfdump for nfdump files and as a collector/capture peer,
+# softflowd and pmacct as real exporters, tcpdump for live capture, tshark/capinfos as
+# test oracles), a virtual environment in .venv, and flowhawk itself in editable mode
+# with its development extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-APT_PACKAGES=(nfdump softflowd tcpdump)
+APT_PACKAGES=(nfdump softflowd tcpdump pmacct tshark)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

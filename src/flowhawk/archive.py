@@ -8,6 +8,7 @@ reads exactly its own flows, partition by partition in time order.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import defaultdict
 from collections.abc import Iterator
@@ -50,11 +51,7 @@ class ArchiveWriter:
             folder = self.root / f"date={key[0]}" / f"hour={key[1]}"
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"part-{self.run_id}-{self._seq:05d}.parquet"
-            part.drop("_hour").write_parquet(
-                path,
-                compression=self.compression,
-                row_group_size=256 * 1024,  # type: ignore[arg-type]
-            )
+            write_atomic(part.drop("_hour"), path, self.compression)
             self.files[key].append(path)
         self._seq += 1
         self.rows += flows.num_rows
@@ -75,6 +72,20 @@ class ArchiveWriter:
     ) -> Iterator[tuple[tuple[str, str], pl.DataFrame]]:
         for key in self.partitions():
             yield key, self.read_partition(key, columns)
+
+
+def write_atomic(df: pl.DataFrame, path: Path, compression: str = "lz4") -> None:
+    """Write ``df`` to ``path`` so that it is either complete or absent, even after kill -9.
+
+    The data goes to a hidden temporary name (no reader globs ``*.parquet`` match it), is
+    flushed to disk, then renamed into place.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        df.write_parquet(fh, compression=compression, row_group_size=256 * 1024)  # type: ignore[arg-type]
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def dataset(root: Path) -> ds.Dataset:

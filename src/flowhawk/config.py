@@ -197,6 +197,61 @@ class ArchiveSettings(Strict):
     )
 
 
+def _check_listen(values: list[str]) -> list[str]:
+    for v in values:
+        parse_hostport(v)
+    return values
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``"0.0.0.0:2055"``, ``"[::]:2055"`` or ``"host:port"`` to (host, port)."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.%a-z]+)\]:(\d+)|([^:\[\]]+):(\d+)", text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not HOST:PORT (IPv6 in brackets: '[::]:2055')")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if not 0 <= port < 65536:  # 0: any free port (tests)
+        raise ValueError(f"{text!r}: port must be 0-65535")
+    return host, port
+
+
+class CollectSettings(Strict):
+    listen: list[str] = Field(
+        default=[
+            "0.0.0.0:2055",
+            "[::]:2055",  # NetFlow v5/v9 (any protocol is accepted on any port)
+            "0.0.0.0:4739",
+            "[::]:4739",  # IPFIX
+            "0.0.0.0:6343",
+            "[::]:6343",  # sFlow v5
+        ],
+        description="UDP addresses to receive exports on; the protocol is read from each packet.",
+    )
+    socket_buffer: int = Field(
+        default=32 * 1024 * 1024,
+        ge=65536,
+        description="Receive buffer per socket in bytes (capped by net.core.rmem_max).",
+    )
+    queue_limit: int = Field(
+        default=200_000,
+        ge=1000,
+        description="Datagrams held between receiving and decoding; beyond it, drops are counted.",
+    )
+    batch_interval: Duration = Field(default=0.05, description="How often queued datagrams decode.")
+    rollover: Duration = Field(
+        default=30.0, description="How often flows are written to the archive."
+    )
+    checkpoint: Duration = Field(
+        default=30.0, description="How often templates and stats are saved."
+    )
+    metrics: str = Field(
+        default="127.0.0.1:9754",
+        description="HOST:PORT serving Prometheus metrics at /metrics; empty to disable.",
+    )
+
+    _l = field_validator("listen")(_check_listen)
+
+
 class Config(Strict):
     """The whole configuration."""
 
@@ -210,6 +265,7 @@ class Config(Strict):
     normalize: NormalizeSettings = NormalizeSettings()
     input: InputSettings = InputSettings()
     archive: ArchiveSettings = ArchiveSettings()
+    collect: CollectSettings = CollectSettings()
     detectors: dict[str, dict[str, Any]] = Field(
         default={}, description="Per-method settings, e.g. [detectors.M1] enabled = false."
     )
@@ -294,4 +350,5 @@ _DURATION_KEYS = {
     "events": {"window", "host_half_life"},
     "pcap": {"active_timeout", "idle_timeout", "tcp_idle_timeout", "tcp_close_timeout"},
     "normalize": {"stitch_gap"},
+    "collect": {"batch_interval", "rollover", "checkpoint"},
 }

@@ -69,6 +69,11 @@ FLOW_SCHEMA = pa.schema(
     ]
 )
 
+#: Schema metadata key a source sets on its tables when the addresses are already
+#: canonical text (formatted from numbers by :mod:`flowhawk.netaddr`): the normalizer
+#: then skips validating and re-spelling them.
+CANONICAL_ADDRESSES = b"flowhawk.canonical_addresses"
+
 RAW_COLUMNS = tuple(RAW_FLOW_SCHEMA.names)
 FLOW_COLUMNS = tuple(FLOW_SCHEMA.names)
 

@@ -8,6 +8,8 @@ records are held until their input ends, then stitched into biflows
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import polars as pl
 import pyarrow as pa
 
@@ -17,7 +19,7 @@ from flowhawk.diagnostics import Diagnostics
 from flowhawk.normalize.context import NetworkContext, add_context
 from flowhawk.normalize.orient import orient_by_port
 from flowhawk.normalize.stitch import stitch
-from flowhawk.schema import FLOW_SCHEMA, RAW_FLOW_SCHEMA, conform
+from flowhawk.schema import CANONICAL_ADDRESSES, FLOW_SCHEMA, RAW_FLOW_SCHEMA, conform
 
 LINEAGE_SCHEMA = {"input": pl.String, "flow_id": pl.String, "biflow_id": pl.String}
 
@@ -32,10 +34,17 @@ class Normalizer:
         self._held: dict[str, list[pl.DataFrame]] = {}
 
     def process(self, table: pa.Table) -> pa.Table:
-        """Canonical flows for the bidirectional records of ``table``; holds the others."""
+        """Canonical flows for the bidirectional records of ``table``; holds the others.
+
+        A table whose schema metadata has ``flowhawk.canonical_addresses`` (decoders
+        and the pcap meter that format numeric addresses themselves) skips the
+        address validation, which would only spell them again.
+        """
         df = pl.from_arrow(conform(table, RAW_FLOW_SCHEMA))
         assert isinstance(df, pl.DataFrame)
-        df = self._valid(df)
+        meta = table.schema.metadata or {}
+        df = df if meta.get(CANONICAL_ADDRESSES) == b"1" else self._valid(df)
+        df = self._clamp_end(df)
         uni = df.filter(pl.col("uni"))
         if uni.height:
             for (name,), part in uni.partition_by("input", as_dict=True).items():
@@ -47,7 +56,40 @@ class Normalizer:
         parts = self._held.pop(input_name, [])
         if not parts:
             return FLOW_SCHEMA.empty_table(), pl.DataFrame(schema=LINEAGE_SCHEMA)
-        biflows, lineage = stitch(pl.concat(parts), self.stitch_gap)
+        return self._stitched(input_name, pl.concat(parts))
+
+    def release(self, watermark: datetime | None = None) -> pa.Table:
+        """Stitch and return held records that ended ``stitch_gap`` before the watermark.
+
+        For live inputs that never end. The watermark is ``watermark`` or, per input,
+        the end of its newest held record (each exporter's own clock). Records that
+        could still meet their reverse direction stay held. A long conversation whose
+        records straddle a release is archived as consecutive flows, as an active
+        timeout would.
+        """
+        gap = timedelta(seconds=self.stitch_gap)
+        out = []
+        for name in list(self._held):
+            held = pl.concat(self._held.pop(name))
+            limit = (watermark or held.get_column("ts_end").max()) - gap
+            ready = held.filter(pl.col("ts_end") < limit)
+            rest = held.filter(pl.col("ts_end") >= limit)
+            if rest.height:
+                self._held[name] = [rest]
+            if ready.height:
+                out.append(self._stitched(name, ready)[0])
+        return pa.concat_tables(out) if out else FLOW_SCHEMA.empty_table()
+
+    def held_inputs(self) -> list[str]:
+        """Inputs with unidirectional records waiting for stitching."""
+        return list(self._held)
+
+    def held(self) -> int:
+        """Unidirectional records waiting for stitching."""
+        return sum(p.height for parts in self._held.values() for p in parts)
+
+    def _stitched(self, input_name: str, records: pl.DataFrame) -> tuple[pa.Table, pl.DataFrame]:
+        biflows, lineage = stitch(records, self.stitch_gap)
         st = self.diagnostics.stats(input_name)
         st.flows += biflows.height
         return self._finish(biflows, count=False), lineage
@@ -67,6 +109,9 @@ class Normalizer:
                     count=part.height,
                 )
             df = df.filter(pl.col("src_ip").is_not_null() & pl.col("dst_ip").is_not_null())
+        return df
+
+    def _clamp_end(self, df: pl.DataFrame) -> pl.DataFrame:
         backwards = pl.col("ts_end") < pl.col("ts_start")
         n_back = df.select(backwards.sum()).item()
         if n_back:

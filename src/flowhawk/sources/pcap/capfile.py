@@ -17,17 +17,15 @@ skipped. A packet naming an interface that was never described gets link type
 
 from __future__ import annotations
 
-import os
 import struct
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from flowhawk.jit import numba
+
 # numba reads its cache location at import: point it at a user cache unless the user
 # chose one, so an installation in a read-only site-packages still caches kernels.
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "flowhawk" / "numba"))
-import numba
 
 # Scanner return codes.
 SCAN_NEED_MORE = 0  # the next record is not complete in the window (or the window ended)

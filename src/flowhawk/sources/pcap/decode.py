@@ -28,15 +28,11 @@ ESP... are flows of the outer protocol, with ports 0.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "flowhawk" / "numba"))
-import numba
-
+from flowhawk.jit import numba
 from flowhawk.sources.pcap.capfile import LT_BAD_RECORD, Records
 
 # Per-packet status codes.

@@ -8,13 +8,9 @@ The rules these kernels implement are described in :mod:`flowhawk.sources.pcap.m
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "flowhawk" / "numba"))
-import numba
+from flowhawk.jit import numba
 
 # Fields of a flow row. Endpoint "a" is the smaller one in the canonical key;
 # the *0 counters are what a sent, the *1 what b sent.

@@ -337,7 +337,10 @@ def flows_table(rows: np.ndarray, input_name: str, first_id: int) -> pa.Table:
         "input": pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), [input_name]),
         "flow_id": pa.array(np.arange(first_id, first_id + n, dtype=np.int64)).cast(pa.string()),
     }
-    return schema.conform(pa.table(cols))
+    # addresses were formatted from numbers by netaddr: the normalizer need not re-parse
+    return schema.conform(pa.table(cols)).replace_schema_metadata(
+        {schema.CANONICAL_ADDRESSES: b"1"}
+    )
 
 
 def _macs(values: np.ndarray) -> pa.Array:

@@ -1,0 +1,225 @@
+"""The collector component: receive, decode, normalize, archive; start and stop.
+
+Every ``batch_interval`` the queued datagrams are grouped by exporter and decoded;
+bidirectional records (IPFIX biflows) are normalized at once, unidirectional ones
+(NetFlow, sFlow samples) are held by the normalizer for stitching. Every
+``rollover`` the flows gathered so far (and the held records that can no longer meet
+their reverse direction) are written to the Parquet archive, atomically. Every
+``checkpoint`` the exporter inventory (templates, options, statistics) is saved;
+``stop`` flushes and saves everything, and ``start`` restores the templates, so data
+after a restart decodes without waiting for the next template.
+
+The component owns its threads: the receiver's, and (with :meth:`run_in_thread`) a
+processing thread; :meth:`step` can also be driven by hand (tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowhawk.archive import ArchiveWriter
+from flowhawk.collect.decode.dispatch import ExportDecoder, protocol_of
+from flowhawk.collect.inventory import Inventory
+from flowhawk.collect.metrics import CollectorMetrics
+from flowhawk.collect.receiver import Receiver
+from flowhawk.config import Config
+from flowhawk.diagnostics import Diagnostics
+from flowhawk.normalize import Normalizer
+
+log = logging.getLogger("flowhawk.collect")
+
+#: Datagrams decoded per step at most (bounds the latency of one step).
+MAX_BATCH = 20_000
+
+
+@dataclass
+class CollectorTotals:
+    """What a collector did since it started (for summaries and tests)."""
+
+    datagrams: int = 0
+    flows_decoded: int = 0
+    flows_archived: int = 0
+    files: int = 0
+    decode_errors: Counter = field(default_factory=Counter)
+    kernel_drops: int = 0
+
+
+class Collector:
+    """Receives exports and archives canonical flows under ``<data>/flows``."""
+
+    def __init__(self, cfg: Config, data_dir: Path):
+        self.cfg = cfg
+        self.data_dir = data_dir
+        s = cfg.collect
+        self.receiver = Receiver(s.listen, s.socket_buffer, s.queue_limit)
+        self.decoder = ExportDecoder()
+        self.inventory = Inventory.load(data_dir)
+        self.diagnostics = Diagnostics()
+        self.normalizer = Normalizer(cfg, self.diagnostics)
+        run_id = (
+            "collect-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        )
+        self.archive = ArchiveWriter(data_dir / "flows", run_id, cfg.archive.compression)
+        self.metrics = CollectorMetrics()
+        self.totals = CollectorTotals()
+        self._ready: list[pa.Table] = []  # canonical flows waiting for the next rollover
+        self._seen_inputs: set[str] = set()  # inputs that sent records since the last rollover
+        self._last_rollover = self._last_checkpoint = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.metrics_address: tuple[str, int] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the sockets, start receiving (and serving metrics, if configured)."""
+        self.receiver.start()
+        if self.cfg.collect.metrics:
+            self.metrics_address = self.metrics.serve(self.cfg.collect.metrics)
+        self.metrics.exporters.set(len(self.inventory.states))
+
+    def run_in_thread(self) -> None:
+        """Process in a background thread until :meth:`stop`."""
+        self._thread = threading.Thread(target=self.run, name="flowhawk-collector", daemon=True)
+        self._thread.start()
+
+    def run(self) -> None:
+        """Process until :meth:`stop` is called (from another thread or a signal handler)."""
+        interval = self.cfg.collect.batch_interval
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            self.step()
+            self._stop.wait(max(0.0, interval - (time.monotonic() - t0)))
+
+    def stop(self) -> None:
+        """Stop receiving, decode what is queued, archive everything, save the inventory."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.receiver.stop()
+        while self.receiver.queue:
+            self.step(allow_rollover=False)
+        self._count_kernel_drops()
+        for name in self.normalizer.held_inputs():
+            flows, _ = self.normalizer.end_input(name)
+            self._ready.append(flows)
+        self.rollover()
+        self.checkpoint()
+        self.metrics.close()
+
+    def ports(self) -> list[tuple[str, int]]:
+        return self.receiver.ports()
+
+    # -- processing --------------------------------------------------------------------
+
+    def step(self, allow_rollover: bool = True) -> int:
+        """Decode what is queued; roll over and checkpoint when due. Returns datagrams done."""
+        batch = self.receiver.drain(MAX_BATCH)
+        self.metrics.queue.set(len(self.receiver.queue))
+        if batch:
+            self._decode(batch)
+        now = time.monotonic()
+        if allow_rollover and now - self._last_rollover >= self.cfg.collect.rollover:
+            self._count_kernel_drops()
+            self._release_held()
+            self.rollover()
+        if now - self._last_checkpoint >= self.cfg.collect.checkpoint:
+            self.checkpoint()
+        return len(batch)
+
+    def _decode(self, batch: list[tuple[bytes, str, int]]) -> None:
+        by_exporter: dict[str, tuple[list[bytes], list[int]]] = defaultdict(lambda: ([], []))
+        nbytes = 0
+        for data, exporter, t in batch:
+            group = by_exporter[exporter]
+            group[0].append(data)
+            group[1].append(t)
+            nbytes += len(data)
+        self.totals.datagrams += len(batch)
+        self.metrics.bytes.inc(nbytes)
+        pending = 0
+        for exporter, (datagrams, times) in by_exporter.items():
+            for proto, n in Counter(protocol_of(d) or "unknown" for d in datagrams).items():
+                self.metrics.datagrams.labels(proto).inc(n)
+            state = self.inventory.state(exporter)
+            lost_before = sum(d.lost for d in state.domains.values())
+            result = self.decoder.decode(datagrams, times, state)
+            self.metrics.sequence_lost.inc(
+                sum(d.lost for d in state.domains.values()) - lost_before
+            )
+            pending += result.pending
+            for reason, n in result.errors.items():
+                self.metrics.decode_errors.labels(reason).inc(n)
+            for reason, n in result.ignored.items():
+                self.metrics.ignored.labels(reason).inc(n)
+            self.totals.decode_errors.update(result.errors)
+            flows = result.flows
+            if flows.num_rows:
+                self._count_flows(flows)
+                self._seen_inputs.update(pc.unique(flows.column("input")).to_pylist())
+                canonical = self.normalizer.process(flows)
+                if canonical.num_rows:
+                    self._ready.append(canonical)
+        self.metrics.pending.set(pending)
+        self.metrics.held.set(self.normalizer.held())
+        self.metrics.exporters.set(len(self.inventory.states))
+
+    def _count_flows(self, flows: pa.Table) -> None:
+        self.totals.flows_decoded += flows.num_rows
+        protocols = pc.value_counts(
+            pc.utf8_slice_codeunits(flows.column("input"), 0, 8)  # "netflow9", "ipfix://"...
+        )
+        for item in protocols.to_pylist():
+            self.metrics.flows.labels(item["values"].split(":", 1)[0]).inc(item["counts"])
+
+    def _release_held(self) -> None:
+        """Stitch held records that can no longer meet their other direction.
+
+        Per input, records that ended ``stitch_gap`` before the input's newest record
+        are released; an input that sent nothing since the last rollover is released
+        entirely (its exporter went quiet).
+        """
+        for name in self.normalizer.held_inputs():
+            if name not in self._seen_inputs:
+                flows, _ = self.normalizer.end_input(name)
+                self._ready.append(flows)
+        self._ready.append(self.normalizer.release())
+        self._seen_inputs.clear()
+
+    def rollover(self) -> None:
+        """Write the flows gathered since the last rollover to the archive."""
+        self._last_rollover = time.monotonic()
+        ready = [t for t in self._ready if t.num_rows]
+        self._ready = []
+        if not ready:
+            return
+        table = pa.concat_tables(ready)
+        files_before = sum(len(v) for v in self.archive.files.values())
+        self.archive.write(table)
+        files = sum(len(v) for v in self.archive.files.values()) - files_before
+        self.archive.files.clear()  # a long-running writer must not remember every file
+        self.totals.flows_archived += table.num_rows
+        self.totals.files += files
+        self.metrics.archived.inc(table.num_rows)
+        self.metrics.files.inc(files)
+
+    def checkpoint(self) -> None:
+        self._last_checkpoint = time.monotonic()
+        self.inventory.save(self.data_dir)
+
+    def _count_kernel_drops(self) -> None:
+        drops = self.receiver.read_kernel_drops()
+        if drops:
+            self.totals.kernel_drops += drops
+            self.metrics.dropped.labels("socket").inc(drops)
+            log.warning("the kernel dropped %d export datagrams: receive buffer full", drops)

@@ -1,0 +1,1 @@
+"""Export datagram decoders, one module per protocol; ``dispatch`` picks by version."""
