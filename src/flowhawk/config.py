@@ -233,7 +233,7 @@ class CollectSettings(Strict):
         description="Receive buffer per socket in bytes (capped by net.core.rmem_max).",
     )
     queue_limit: int = Field(
-        default=200_000,
+        default=50_000,
         ge=1000,
         description="Datagrams held between receiving and decoding; beyond it, drops are counted.",
     )

@@ -77,7 +77,7 @@ class Normalizer:
             if rest.height:
                 self._held[name] = [rest]
             if ready.height:
-                out.append(self._stitched(name, ready)[0])
+                out.append(self._stitched(name, ready, lineage=False)[0])
         return pa.concat_tables(out) if out else FLOW_SCHEMA.empty_table()
 
     def held_inputs(self) -> list[str]:
@@ -88,11 +88,13 @@ class Normalizer:
         """Unidirectional records waiting for stitching."""
         return sum(p.height for parts in self._held.values() for p in parts)
 
-    def _stitched(self, input_name: str, records: pl.DataFrame) -> tuple[pa.Table, pl.DataFrame]:
-        biflows, lineage = stitch(records, self.stitch_gap)
+    def _stitched(
+        self, input_name: str, records: pl.DataFrame, lineage: bool = True
+    ) -> tuple[pa.Table, pl.DataFrame]:
+        biflows, lineage_df = stitch(records, self.stitch_gap, lineage)
         st = self.diagnostics.stats(input_name)
         st.flows += biflows.height
-        return self._finish(biflows, count=False), lineage
+        return self._finish(biflows, count=False), lineage_df
 
     def _valid(self, df: pl.DataFrame) -> pl.DataFrame:
         df = df.with_columns(
