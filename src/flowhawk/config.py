@@ -244,12 +244,36 @@ class CollectSettings(Strict):
     checkpoint: Duration = Field(
         default=30.0, description="How often templates and stats are saved."
     )
+    detect: bool = Field(
+        default=True,
+        description="Run detection on the flows as they are archived (events in DATA).",
+    )
     metrics: str = Field(
         default="127.0.0.1:9754",
         description="HOST:PORT serving Prometheus metrics at /metrics; empty to disable.",
     )
 
     _l = field_validator("listen")(_check_listen)
+
+
+class BehaviorSettings(Strict):
+    bucket: Duration = Field(
+        default=60.0, description="Time bucket of the behavioral log (flows by their start)."
+    )
+    lateness: Duration = Field(
+        default=300.0,
+        description="How long a bucket stays open for flows that arrive late (live exports).",
+    )
+    retention: Duration = Field(
+        default=35 * 86400.0, description="Keep the behavioral log this long (event time)."
+    )
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: float) -> float:
+        if v < 1 or v != int(v) or 86400 % int(v):
+            raise ValueError("the bucket is a whole number of seconds dividing a day (e.g. 60)")
+        return v
 
 
 class Config(Strict):
@@ -266,6 +290,7 @@ class Config(Strict):
     input: InputSettings = InputSettings()
     archive: ArchiveSettings = ArchiveSettings()
     collect: CollectSettings = CollectSettings()
+    behavior: BehaviorSettings = BehaviorSettings()
     detectors: dict[str, dict[str, Any]] = Field(
         default={}, description="Per-method settings, e.g. [detectors.M1] enabled = false."
     )
@@ -339,7 +364,10 @@ def effective(cfg: Config) -> dict[str, Any]:
             if isinstance(value, float) and name in _DURATION_KEYS[key]:
                 data[key][name] = format_duration(value)
     data["detectors"] = {
-        name: {**cls.Settings().model_dump(mode="json"), **cfg.detectors.get(name, {})}
+        name: {
+            **cls.Settings().model_dump(mode="json", exclude_none=True),
+            **cfg.detectors.get(name, {}),
+        }
         for name, cls in DETECTORS
     }
     return data
@@ -351,4 +379,5 @@ _DURATION_KEYS = {
     "pcap": {"active_timeout", "idle_timeout", "tcp_idle_timeout", "tcp_close_timeout"},
     "normalize": {"stitch_gap"},
     "collect": {"batch_interval", "rollover", "checkpoint"},
+    "behavior": {"bucket", "lateness", "retention"},
 }

@@ -1,10 +1,15 @@
 """Running every enabled detector over flows in event time, with a learning period.
 
-The engine receives flows in ``ts_start`` order, batch after batch. The learning
-period starts at the first flow ever seen by this data directory and lasts
-``learning.period`` of event time (or ends at once after a ``flowhawk learn`` run);
-flows before its end teach the detectors without alarming. Detector state and
-the engine's own metadata are checkpointed together in the data directory.
+The engine receives flows in ``ts_start`` order, batch after batch. Flow detectors
+(M1, M30, M31, ...) see each batch at once. Behavior detectors (those reading views of
+the behavioral log) see buckets once they *close*: the engine buffers the flows of
+open buckets and closes them as event time passes (:mod:`flowhawk.behavior.log`), so
+the same flows give the same buckets however they were batched.
+
+The learning period starts at the first flow ever seen by this data directory and
+lasts ``learning.period`` of event time (or ends at once after a ``flowhawk learn``
+run); what falls before its end teaches the detectors without alarming. Detector
+state, the open buckets and the engine's metadata are checkpointed together.
 """
 
 from __future__ import annotations
@@ -14,18 +19,21 @@ from datetime import datetime, timedelta
 import polars as pl
 import pyarrow as pa
 
+from flowhawk.behavior.log import BucketBuffer, LogStore, ceil_time
+from flowhawk.behavior.views import aggregate
 from flowhawk.config import Config
 from flowhawk.detectors import DETECTORS
-from flowhawk.detectors.base import Detector, DetectorContext, empty_alarms
+from flowhawk.detectors.base import Batch, Detector, DetectorContext, empty_alarms
 from flowhawk.netaddr import NetworkSet
 from flowhawk.state import Meta, StateStore
 
 
-def build_detectors(cfg: Config) -> list[Detector]:
+def build_detectors(cfg: Config, history: LogStore | None = None) -> list[Detector]:
     """One instance of every enabled detector, in registry order."""
     context = DetectorContext(
         internal=NetworkSet(cfg.network.internal),
         local_scope=NetworkSet(cfg.network.local_scope),
+        history=history,
     )
     out = []
     for method, cls in DETECTORS:
@@ -38,25 +46,57 @@ def build_detectors(cfg: Config) -> list[Detector]:
 class DetectionEngine:
     """Feeds time-ordered flow batches to the detectors and collects their alarms."""
 
-    def __init__(self, cfg: Config, store: StateStore, learn_only: bool = False):
+    def __init__(
+        self,
+        cfg: Config,
+        store: StateStore,
+        learn_only: bool = False,
+        log_store: LogStore | None = None,
+    ):
         self.cfg = cfg
         self.store = store
         self.learn_only = learn_only
+        self.log_store = log_store
         self.meta: Meta = store.load_meta()
-        self.detectors = build_detectors(cfg)
+        self.detectors = build_detectors(cfg, log_store)
         for det in self.detectors:
             det.load_state(store.load_tables(det.method))
+        self.flow_detectors = [d for d in self.detectors if not d.views]
+        self.log_detectors = [d for d in self.detectors if d.views]
+        self.bucket = int(cfg.behavior.bucket)
+        self.buffer = BucketBuffer(self.bucket, cfg.behavior.lateness)
+        self.buffer.load_state(store.load_tables("engine"))
         self.flows_learned = 0
         self.flows_scored = 0
+        self.log_rows = 0
 
     @property
     def learning_until(self) -> datetime | None:
         return self.meta.learning_end()
 
     def process(self, flows: pl.DataFrame) -> pl.DataFrame:
-        """Alarms for a batch of flows sorted by ``ts_start``."""
+        """Alarms for a batch of flows sorted by ``ts_start`` (and for buckets it closed)."""
         if flows.height == 0:
             return empty_alarms()
+        self._advance_meta(flows)
+        learn, score = self._split(flows)
+        alarms = []
+        for det in self.flow_detectors:
+            if learn.height:
+                det.learn(Batch(learn, bucket_seconds=self.bucket))
+            if score.height:
+                alarms.append(det.score(Batch(score, bucket_seconds=self.bucket)))
+        self.flows_learned += learn.height
+        self.flows_scored += score.height
+        self.buffer.add(flows)
+        alarms.append(self._close(self.buffer.close_due()))
+        return pl.concat(alarms, how="vertical") if alarms else empty_alarms()
+
+    def finish(self) -> pl.DataFrame:
+        """Close every open bucket (end of a file input): alarms for them."""
+        return self._close(self.buffer.close_all())
+
+    def _advance_meta(self, flows: pl.DataFrame) -> None:
         first = flows.get_column("ts_start").min()
         last = flows.get_column("ts_end").max()
         assert isinstance(first, datetime) and isinstance(last, datetime)
@@ -66,28 +106,49 @@ class DetectionEngine:
             self.meta.last_event = last.isoformat()
         if self.meta.learning_until is None and not self.meta.learning_complete:
             start = datetime.fromisoformat(self.meta.first_event)
-            self.meta.learning_until = (
-                start + timedelta(seconds=self.cfg.learning.period)
-            ).isoformat()
+            period = timedelta(seconds=self.cfg.learning.period)
+            self.meta.learning_until = (start + period).isoformat()
+
+    def _split(self, flows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(flows to learn from, flows to score)."""
         if self.learn_only:
-            learn, score = flows, flows.clear()
-        elif self.meta.learning_complete:
-            learn, score = flows.clear(), flows
-        else:
-            until = self.learning_until
-            before = pl.col("ts_start") < pl.lit(until, dtype=flows.schema["ts_start"])
-            learn, score = flows.filter(before), flows.filter(~before)
-        alarms = []
-        for det in self.detectors:
-            if learn.height:
-                det.learn(learn)
-            if score.height:
-                alarms.append(det.score(score))
-        self.flows_learned += learn.height
-        self.flows_scored += score.height
-        if not alarms:
+            return flows, flows.clear()
+        if self.meta.learning_complete:
+            return flows.clear(), flows
+        before = pl.col("ts_start") < pl.lit(self.learning_until, dtype=flows.schema["ts_start"])
+        return flows.filter(before), flows.filter(~before)
+
+    def _close(self, closed: tuple[pl.DataFrame, datetime, datetime] | None) -> pl.DataFrame:
+        """Aggregate the buckets that closed, store them, run the behavior detectors."""
+        if closed is None:
             return empty_alarms()
-        return pl.concat(alarms, how="vertical")
+        flows, start, until = closed
+        log = aggregate(flows, self.bucket) if flows.height else {}
+        if self.log_store is not None:
+            self.log_rows += self.log_store.write(log)
+        if not self.log_detectors:
+            return empty_alarms()
+        if self.learn_only:
+            cut = until
+        elif self.meta.learning_complete or self.learning_until is None:
+            cut = start
+        else:  # learning ends with the first bucket that starts at or after learning_until
+            cut = min(max(ceil_time(self.learning_until, self.bucket), start), until)
+        alarms = []
+        for lo, hi, scoring in ((start, cut, False), (cut, until, True)):
+            if hi <= lo:
+                continue
+            part = {
+                v: df.filter(pl.col("bucket").is_between(lo, hi, closed="left"))
+                for v, df in log.items()
+            }
+            batch = Batch(flows.clear(), part, lo, hi, self.bucket)
+            for det in self.log_detectors:
+                if scoring:
+                    alarms.append(det.score(batch))
+                else:
+                    det.learn(batch)
+        return pl.concat(alarms, how="vertical") if alarms else empty_alarms()
 
     def finish_learning(self) -> None:
         """End the learning period now (after a ``flowhawk learn`` run)."""
@@ -102,4 +163,5 @@ class DetectionEngine:
         for method in DETECTORS.names():  # keep the memory of detectors disabled this run
             if method not in components:
                 components[method] = self.store.load_tables(method)
+        components["engine"] = self.buffer.state()
         self.store.save(self.meta, components)

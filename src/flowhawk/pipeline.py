@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from flowhawk import archive
 from flowhawk.archive import ArchiveWriter
+from flowhawk.behavior.log import LogStore
 from flowhawk.config import Config
 from flowhawk.detectors.base import empty_alarms
 from flowhawk.diagnostics import Diagnostics
@@ -168,13 +169,15 @@ def run(
         raise NothingReadable("no flows could be read from the inputs", diag)
     clock.lap("read+normalize+archive")
 
-    engine = DetectionEngine(cfg, StateStore(data_dir), learn_only=learn_only)
+    logs = LogStore(data_dir / "behavior", run_id, cfg.archive.compression)
+    engine = DetectionEngine(cfg, StateStore(data_dir), learn_only=learn_only, log_store=logs)
     parts = writer.partitions()
     progress("detect", 0, len(parts))
     found = []
     for _, flows in writer.iter_partitions():
         found.append(engine.process(flows))
         progress("detect", 1, None)
+    found.append(engine.finish())
     if learn_only:
         engine.finish_learning()
     alarms = pl.concat(found) if found else empty_alarms()
@@ -208,6 +211,8 @@ def run(
     internal = NetworkSet([*cfg.network.internal, *cfg.network.local_scope])
     hosts = rank_hosts(all_alarms, all_events, cfg.events.host_half_life, internal)
     hosts.write_csv(out_dir / "hosts.csv")
+    if engine.meta.last_event:
+        logs.apply_retention(cfg.behavior.retention, datetime.fromisoformat(engine.meta.last_event))
     if cfg.archive.retention and engine.meta.last_event:
         archive.apply_retention(
             data_dir / "flows",

@@ -59,6 +59,14 @@ def collect(
             f"kernel drops {t.kernel_drops:,}",
             highlight=False,
         )
+        if col.detection is not None:
+            d = col.detection.totals
+            console.print(
+                f"detection: {d.flows:,} flows in {d.batches:,} batches, {d.alarms:,} alarms, "
+                f"{d.events_published:,} event updates in {data / 'events.duckdb'}; "
+                f"late flows {d.late_flows:,}, failed batches {d.errors:,}",
+                highlight=False,
+            )
         for reason, n in t.decode_errors.most_common():
             console.print(f"  not decoded: {n:,} ({reason})", highlight=False)
         _print_exporters(col.inventory.table())

@@ -7,7 +7,10 @@ bidirectional records (IPFIX biflows) are normalized at once, unidirectional one
 their reverse direction) are written to the Parquet archive, atomically. Every
 ``checkpoint`` the exporter inventory (templates, options, statistics) is saved;
 ``stop`` flushes and saves everything, and ``start`` restores the templates, so data
-after a restart decodes without waiting for the next template.
+after a restart decodes without waiting for the next template. With ``[collect]
+detect`` (the default) every rollover's flows also go to live detection
+(:class:`flowhawk.live.LiveDetection`, its own thread), which publishes events to the
+data directory's event store as ``analyze`` would.
 
 The component owns its threads: the receiver's, and (with :meth:`run_in_thread`) a
 processing thread; :meth:`step` can also be driven by hand (tests).
@@ -23,6 +26,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,6 +39,9 @@ from flowhawk.collect.receiver import Receiver
 from flowhawk.config import Config
 from flowhawk.diagnostics import Diagnostics
 from flowhawk.normalize import Normalizer
+
+if TYPE_CHECKING:
+    from flowhawk.live import LiveDetection
 
 log = logging.getLogger("flowhawk.collect")
 
@@ -70,6 +77,11 @@ class Collector:
             "collect-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         )
         self.archive = ArchiveWriter(data_dir / "flows", run_id, cfg.archive.compression)
+        self.detection: LiveDetection | None = None
+        if s.detect:
+            from flowhawk.live import LiveDetection
+
+            self.detection = LiveDetection(cfg, data_dir, run_id)
         self.metrics = CollectorMetrics()
         self.totals = CollectorTotals()
         self._ready: list[pa.Table] = []  # canonical flows waiting for the next rollover
@@ -84,6 +96,8 @@ class Collector:
     def start(self) -> None:
         """Bind the sockets, start receiving (and serving metrics, if configured)."""
         self.receiver.start()
+        if self.detection is not None:
+            self.detection.start()
         if self.cfg.collect.metrics:
             self.metrics_address = self.metrics.serve(self.cfg.collect.metrics)
         self.metrics.exporters.set(len(self.inventory.states))
@@ -115,6 +129,8 @@ class Collector:
             self._ready.append(flows)
         self.rollover()
         self.checkpoint()
+        if self.detection is not None:
+            self.detection.stop()
         self.metrics.close()
 
     def ports(self) -> list[tuple[str, int]]:
@@ -206,6 +222,8 @@ class Collector:
         table = pa.concat_tables(ready)
         files_before = sum(len(v) for v in self.archive.files.values())
         self.archive.write(table)
+        if self.detection is not None:
+            self.detection.submit(table)
         files = sum(len(v) for v in self.archive.files.values()) - files_before
         self.archive.files.clear()  # a long-running writer must not remember every file
         self.totals.flows_archived += table.num_rows

@@ -26,15 +26,38 @@ ROGUE = "10.10.1.250"
 ROGUE_PEER = "192.0.2.77"
 DROP = "198.51.100.200"
 SILENT_PLC = "10.20.1.15"
+HOARDER = "10.10.1.31"
+BROKER = "10.20.0.7"
+SENSORS = [f"10.20.1.{i}" for i in range(50, 54)]
+DEAD_SENSOR = SENSORS[-1]
 
 DAY = 24 * HOUR
 INCIDENTS = [
     ("09:00", f"{PATIENT_ZERO} starts beaconing to {C2}:8443 every 60 s (+-5 s)"),
+    ("10:00", f"{HOARDER} pulls and pushes gigabytes over its usual SMB session to {FILES}"),
     ("14:00", f"rogue device {ROGUE} appears and connects to {ROGUE_PEER}:4444"),
     ("16:30", f"{PATIENT_ZERO} moves laterally: SMB and RDP to 12 workstations"),
     ("18:00", f"guarded database {DB} uploads ~200 MB to {DROP}:443"),
     ("20:00", f"PLC {SILENT_PLC} goes silent (no more Modbus polls answered)"),
+    ("21:00", f"MQTT sensor {DEAD_SENSOR} stops reporting to its broker {BROKER}:1883"),
 ]
+
+
+def ping(client: str, server: str, **kw: float) -> Stream:
+    """An ICMP echo every minute (port 2048: type 8, code 0), 84 bytes each way."""
+    return Stream(
+        f"ping-{server}",
+        [client],
+        [server],
+        2048,
+        1,
+        period=60,
+        jitter=0.005,
+        req_bytes=(4.43, 0.0),
+        resp_bytes=(4.43, 0.0),
+        duration=(-7.0, 0.3),
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 def streams() -> list[Stream]:
@@ -176,7 +199,53 @@ def streams() -> list[Stream]:
         ),
         Stream("historian", [SCADA], [HISTORIAN], 1433, 6, period=60, jitter=0.05, service="mssql"),
         Stream("hmi", [HMI], [SCADA], 443, 6, rate=20, profile=ALWAYS, service="ssl"),
+        Stream(
+            "mqtt",
+            SENSORS[:-1],
+            [BROKER],
+            1883,
+            6,
+            period=60,
+            jitter=0.02,
+            service="mqtt",
+            req_bytes=(5.0, 0.05),
+            resp_bytes=(4.0, 0.05),
+        ),
+        Stream(
+            "mqtt-dead-sensor",
+            [DEAD_SENSOR],
+            [BROKER],
+            1883,
+            6,
+            period=60,
+            jitter=0.02,
+            stop=DAY + 21 * HOUR,
+            service="mqtt",
+            req_bytes=(5.0, 0.05),
+            resp_bytes=(4.0, 0.05),
+        ),
+        # Monitoring: SCADA pings every PLC each minute (the silent PLC stops answering),
+        # and the DNS server checks the uplink by pinging its upstream resolver.
+        *[ping(SCADA, plc) for plc in plcs_ok],
+        ping(SCADA, SILENT_PLC, stop=DAY + 20 * HOUR),
+        ping(SCADA, SILENT_PLC, start=DAY + 20 * HOUR, answered=0.0),
+        ping(DNS, RESOLVER),
         # Incidents.
+        Stream(
+            "file-hoarding",
+            [HOARDER],
+            [FILES],
+            445,
+            6,
+            rate=240,
+            profile=ALWAYS,
+            start=DAY + 10 * HOUR,
+            stop=DAY + 10.25 * HOUR,
+            service="smb",
+            req_bytes=(15.5, 0.3),
+            resp_bytes=(16.0, 0.3),
+            duration=(3.0, 0.3),
+        ),
         Stream(
             "c2-beacon",
             [PATIENT_ZERO],

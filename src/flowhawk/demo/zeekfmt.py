@@ -88,9 +88,32 @@ def uids(n: int, seed: str) -> pl.Series:
     return pl.Series(chars.view("S18").ravel().astype(str))
 
 
+#: ICMP message type -> the type Zeek logs in ``id.resp_p`` for request/reply pairs.
+_ICMP_COUNTERPART = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
+_ICMP6_COUNTERPART = {128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135, 130: 131}
+_ICMP6_COUNTERPART |= {131: 130, 139: 140, 140: 139, 144: 145, 145: 144}
+
+
+def zeek_ports(table: pa.Table) -> pa.Table:
+    """ICMP rows (port = type * 256 + code) as Zeek logs them: the type in ``id.orig_p``
+    and, in ``id.resp_p``, the counterpart type of request/reply messages, else the code."""
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    icmp = pl.col("proto").is_in([1, 58])
+    kind, code = pl.col("dst_port") // 256, pl.col("dst_port") % 256
+    other4 = kind.replace_strict(_ICMP_COUNTERPART, default=None)
+    other6 = kind.replace_strict(_ICMP6_COUNTERPART, default=None)
+    other = pl.when(pl.col("proto") == 1).then(other4).otherwise(other6)
+    df = df.with_columns(
+        src_port=pl.when(icmp).then(kind).otherwise(pl.col("src_port")),
+        dst_port=pl.when(icmp).then(pl.coalesce(other, code)).otherwise(pl.col("dst_port")),
+    )
+    return df.to_arrow().cast(table.schema)
+
+
 def write_conn_log(flows: pa.Table, path: Path, seed: str = "flowhawk") -> None:
     """Write ``flows`` (raw schema) as conn.log; IP bytes are counted with 40-byte headers."""
-    df = pl.from_arrow(flows)
+    df = pl.from_arrow(zeek_ports(flows))
     assert isinstance(df, pl.DataFrame)
     protos = {p: proto_name(p) for p in df.get_column("proto").unique().to_list()}
     hdr = pl.when(pl.col("proto") == 6).then(40).otherwise(28)

@@ -8,11 +8,22 @@ the PRODUCT.md method ids and must be unique.
 from __future__ import annotations
 
 from flowhawk.detectors.base import Detector
+from flowhawk.detectors.clusters import CLUSTER_DETECTORS
 from flowhawk.detectors.devices import NewExternalDevice, NewInternalDevice
 from flowhawk.detectors.newcomm import NewCommunication
+from flowhawk.detectors.volume import VOLUME_DETECTORS
 from flowhawk.registry import Registry
 
 DETECTORS: Registry[type[Detector]] = Registry(
     "detector",
-    [(cls.method, cls) for cls in (NewCommunication, NewInternalDevice, NewExternalDevice)],
+    [
+        (cls.method, cls)
+        for cls in (
+            NewCommunication,
+            *VOLUME_DETECTORS,
+            *CLUSTER_DETECTORS,
+            NewInternalDevice,
+            NewExternalDevice,
+        )
+    ],
 )

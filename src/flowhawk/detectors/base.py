@@ -13,8 +13,9 @@ alarms on the batch *and* learns from it, because behavior is learned online.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar, Protocol
 
 import polars as pl
 import pyarrow as pa
@@ -92,12 +93,58 @@ class DetectorSettings(BaseModel):
     )
 
 
+class History(Protocol):
+    """Read access to the behavioral log already written (for training models)."""
+
+    def read(self, view: str, since: datetime, until: datetime) -> pl.DataFrame:
+        """Log rows of ``view`` with ``since <= bucket < until`` (empty frame if none)."""
+        ...
+
+
 @dataclass
 class DetectorContext:
     """What detectors may know about the network besides the flows themselves."""
 
     internal: NetworkSet
     local_scope: NetworkSet
+    history: History | None = None  # the behavioral log on disk, when there is one
+
+
+@dataclass
+class Batch:
+    """What a detector sees at one step of event time.
+
+    ``flows``: canonical flows of the step, sorted by ``ts_start`` (flow detectors).
+    ``log``: behavioral-log rows per view for the buckets that *closed* at this step,
+    i.e. every bucket starting in ``[closed_from, closed_until)``; a bucket is closed
+    once event time has passed it, so its rows are complete (behavior detectors).
+    A bucket in that range with no row for a key means the key was silent.
+    """
+
+    flows: pl.DataFrame
+    log: dict[str, pl.DataFrame] = field(default_factory=dict)
+    closed_from: datetime | None = None
+    closed_until: datetime | None = None
+    bucket_seconds: int = 60
+
+    @classmethod
+    def of_flows(cls, flows: pl.DataFrame, bucket_seconds: int = 60) -> Batch:
+        """A step holding ``flows`` whose buckets are all complete (tests, whole files)."""
+        from flowhawk.behavior.views import aggregate
+
+        if flows.height == 0:
+            return cls(flows, {}, None, None, bucket_seconds)
+        start = flows.get_column("ts_start").min()
+        end = flows.get_column("ts_start").max()
+        assert isinstance(start, datetime) and isinstance(end, datetime)
+        first = _floor(start, bucket_seconds)
+        until = _floor(end, bucket_seconds) + timedelta(seconds=bucket_seconds)
+        return cls(flows, aggregate(flows, bucket_seconds), first, until, bucket_seconds)
+
+
+def _floor(t: datetime, seconds: int) -> datetime:
+    epoch = int(t.timestamp()) // seconds * seconds
+    return datetime.fromtimestamp(epoch, tz=UTC)
 
 
 class Detector(ABC):
@@ -109,18 +156,20 @@ class Detector(ABC):
     title: ClassVar[str]
     #: Settings model (hyperparameters as given).
     Settings: ClassVar[type[DetectorSettings]] = DetectorSettings
+    #: Views of the behavioral log it reads (empty: it reads flows).
+    views: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: DetectorSettings, context: DetectorContext):
         self.settings = settings
         self.context = context
 
     @abstractmethod
-    def learn(self, flows: pl.DataFrame) -> None:
-        """Update learned state from ``flows`` (sorted by ts_start) without alarming."""
+    def learn(self, batch: Batch) -> None:
+        """Update learned state from a step of event time without alarming."""
 
     @abstractmethod
-    def score(self, flows: pl.DataFrame) -> pl.DataFrame:
-        """Alarms (:data:`ALARM_SCHEMA`) for ``flows`` (sorted by ts_start); also learns."""
+    def score(self, batch: Batch) -> pl.DataFrame:
+        """Alarms (:data:`ALARM_SCHEMA`) for a step of event time; also learns."""
 
     @abstractmethod
     def state(self) -> dict[str, pa.Table]:

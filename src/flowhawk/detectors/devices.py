@@ -17,6 +17,7 @@ from pydantic import Field
 from flowhawk import netaddr
 from flowhawk.detectors.base import (
     UTC_US,
+    Batch,
     Detector,
     DetectorContext,
     DetectorSettings,
@@ -72,12 +73,14 @@ class NewDevice(Detector):
         context = flows.select(_COMM)[new.get_column("_row")]
         return pl.concat([new.select("ip", role=role), context], how="horizontal")
 
-    def learn(self, flows: pl.DataFrame) -> None:
+    def learn(self, batch: Batch) -> None:
+        flows = batch.flows
         if flows.height and self.since is None:
             self.since = flows.get_column("ts_start").min()
         self._new_devices(flows, remember=True)
 
-    def score(self, flows: pl.DataFrame) -> pl.DataFrame:
+    def score(self, batch: Batch) -> pl.DataFrame:
+        flows = batch.flows
         if flows.height == 0:
             return empty_alarms()
         if self.since is None:

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from flowhawk.detectors.base import (
     UTC_US,
+    Batch,
     Detector,
     DetectorContext,
     DetectorSettings,
@@ -71,10 +72,12 @@ class NewCommunication(Detector):
             seen.add(flows)
         self.hosts.add(_hosts(flows))
 
-    def learn(self, flows: pl.DataFrame) -> None:
+    def learn(self, batch: Batch) -> None:
+        flows = batch.flows
         self._remember(self._eligible(flows))
 
-    def score(self, flows: pl.DataFrame) -> pl.DataFrame:
+    def score(self, batch: Batch) -> pl.DataFrame:
+        flows = batch.flows
         flows = self._eligible(flows)
         if flows.height == 0:
             return empty_alarms()

@@ -1,0 +1,550 @@
+"""M10-M25: clustering models of each view's behavior vector, its magnitude and velocity.
+
+FlowScape's machine-learning methods. For every closed bucket and key of a view, the
+*behavior vector* is the ``log1p`` of the log's measures (packets and bytes each way,
+flows, peers, ports, flow time); *magnitude* is that vector, *velocity* its change
+since the key's previous active bucket (a key seen for the first time has none).
+Per view, the normal vectors are clustered (:mod:`~flowhawk.detectors.clusters_model`):
+
+- M10-M17, M20-M25: k-means (``MiniBatchKMeans``) on the 8 scaled measures, clusters
+  chosen by silhouette, Euclidean distance;
+- M18/M19 (the communication's second model): a Gaussian mixture with full covariance,
+  chosen by BIC, on a richer vector (the 8 measures plus byte balance, packet balance
+  and mean flow duration), Mahalanobis distance: it knows how measures move together
+  (bytes with packets), so a vector whose measures are each usual but whose mix is not
+  stands out, which spherical k-means clusters cannot see.
+
+The score of a row is its distance to the nearest cluster *its key used* in the
+training history, relative to that cluster's spread (its 99th percentile member
+distance): far from every normal cluster, or a jump to a cluster this key never used,
+both raise it. Keys with fewer than ``min_history`` active buckets never alarm. A row
+alarms when the ratio exceeds the threshold self-tuned to ``false_alarm_budget`` on
+the history, or the one set in ``threshold`` / ``site_thresholds``; ``score`` is
+``ratio / (1 + ratio)``. Models retrain every ``retrain_every`` of event time, at the
+same times however the buckets were batched, and are checkpointed with their version;
+the velocity methods keep the last vector of each key (48 bytes per key).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, ClassVar
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from pydantic import Field
+
+from flowhawk import netaddr
+from flowhawk.behavior.views import MEASURES
+from flowhawk.config import Duration
+from flowhawk.detectors import clusters_text as txt
+from flowhawk.detectors.base import UTC_US, Batch, conform_alarms, empty_alarms
+from flowhawk.detectors.behavior_base import BehaviorDetector, BehaviorSettings
+from flowhawk.detectors.clusters_features import hash_probe, lookup, prepared
+from flowhawk.detectors.clusters_model import Model, Params, Scores, Spec, jumps, train
+from flowhawk.schema import EAST_WEST, EXTERNAL, NORTH_SOUTH
+
+
+class ClusterSettings(BehaviorSettings):
+    retrain_every: Duration = Field(
+        default=86400.0, description="Retrain the clusters after this much event time."
+    )
+    weight: float = Field(
+        default=40.0, ge=0, le=100, description="Risk (0-100) an alarm with score 1 contributes."
+    )
+    min_history: int = Field(
+        default=5, ge=1, description="Active buckets a key needs in the history to alarm."
+    )
+    min_clusters: int = Field(
+        default=6, ge=1, le=30, description="Fewest clusters tried when choosing their number."
+    )
+    max_clusters: int = Field(
+        default=12, ge=1, le=30, description="Most clusters tried when choosing their number."
+    )
+    sample_rows: int = Field(
+        default=200_000, ge=100, description="History rows sampled to fit scaling and clusters."
+    )
+    select_rows: int = Field(
+        default=2000, ge=100, description="Rows sampled to choose the number of clusters."
+    )
+    min_threshold: float = Field(
+        default=1.0, gt=0, description="Lowest threshold self-tuning may choose (distance ratio)."
+    )
+    threshold: float | None = Field(
+        default=None, gt=0, description="Fixed threshold on the distance ratio (no self-tuning)."
+    )
+    site_thresholds: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default={}, description="Fixed thresholds per site name, over `threshold` and tuning."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of the sampling and the clustering.")
+    jumps: bool = Field(
+        default=True,
+        description=(
+            "Also alarm when a key moves to a cluster it never used and its history makes "
+            "that rarer than the false-alarm budget (Good-Turing), beyond `min_threshold`."
+        ),
+    )
+
+
+class MixtureSettings(ClusterSettings):
+    min_clusters: int = Field(
+        default=1, ge=1, le=30, description="Fewest mixture components tried (chosen by BIC)."
+    )
+    max_clusters: int = Field(
+        default=6, ge=1, le=30, description="Most mixture components tried (chosen by BIC)."
+    )
+    sample_rows: int = Field(
+        default=30_000, ge=100, description="History rows sampled to fit scaling and mixture."
+    )
+
+
+class ClusterDetector(BehaviorDetector):
+    """One view's behavior vectors (magnitude or velocity) against its clustering model."""
+
+    Settings = ClusterSettings
+    velocity: ClassVar[bool]
+    mixture: ClassVar[bool] = False
+
+    def __init__(self, settings, context) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(settings, context)
+        self.view = self.views[0]
+        self.spec = Spec(self.view, self.velocity, self.mixture)
+        self._compiled: Model | None = None
+        self._compiled_from: object = None
+        self._reset_live()
+
+    @property
+    def _s(self) -> ClusterSettings:
+        assert isinstance(self.settings, ClusterSettings)
+        return self.settings
+
+    # -- schedule: retrain at the same event times whatever the batching -------------
+
+    def score(self, batch: Batch) -> pl.DataFrame:
+        if batch.closed_from is None or batch.closed_until is None:
+            return super().score(batch)
+        every = timedelta(seconds=self._s.retrain_every)
+        lo, hi, out = batch.closed_from, batch.closed_until, []
+        while True:
+            due = _ceil((self.trained_until or lo) + every, batch.bucket_seconds)
+            cut = due if lo < due < hi else hi
+            whole = lo == batch.closed_from and cut == hi
+            out.append(super().score(batch if whole else _slice(batch, self.view, lo, cut)))
+            if cut == hi:
+                return pl.concat(out)
+            lo = cut
+
+    # -- model ---------------------------------------------------------------------------
+
+    def train(self, history_until: datetime) -> dict[str, pl.DataFrame]:
+        return train(
+            self.history(self.view, history_until), self.spec, self._params(), history_until
+        )
+
+    def _params(self) -> Params:
+        s = self._s
+        return Params(
+            min_history=s.min_history,
+            budget=s.false_alarm_budget,
+            min_threshold=s.min_threshold,
+            min_clusters=s.min_clusters,
+            max_clusters=s.max_clusters,
+            sample_rows=s.sample_rows,
+            select_rows=s.select_rows,
+            seed=s.seed,
+            jumps=s.jumps,
+        )
+
+    def _model(self) -> Model | None:
+        if self._compiled_from is not self.model:
+            self._compiled = Model.from_tables(self.spec, self.model)
+            self._compiled_from = self.model
+        return self._compiled
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def detect(self, batch: Batch) -> pl.DataFrame:
+        rows = batch.log.get(self.view)
+        model = self._model()
+        if rows is None or rows.height == 0 or model is None:
+            return empty_alarms()
+        prep = prepared(rows, self.view)
+        prev_l = self._prev_live(prep)
+        s = model.score(prep, prev_l, self._lv)
+        thr = self._thresholds(s.threshold, rows, prep.order)
+        p = self._params()
+        jumped = s.nearest != s.own
+        jump = jumps(jumped, s.used, s.history, s.value, p) if p.jumps else np.zeros(prep.n, bool)
+        with np.errstate(invalid="ignore"):
+            hit = s.known & (s.history >= p.min_history) & ((s.value > thr) | jump)
+            hit &= s.value / (1.0 + s.value) >= self._s.min_score
+        idx = np.flatnonzero(hit)
+        if len(idx) == 0:
+            return empty_alarms()
+        return self._alarms(rows, prep, model, s, thr, idx, prev_l, batch.bucket_seconds)
+
+    def _thresholds(self, tuned: np.ndarray, rows: pl.DataFrame, order: np.ndarray) -> np.ndarray:
+        s = self._s
+        thr = tuned if s.threshold is None else np.full(len(tuned), s.threshold)
+        if s.site_thresholds:
+            site = rows.get_column("site").replace_strict(
+                s.site_thresholds, default=None, return_dtype=pl.Float64
+            )
+            by_site = site.to_numpy()[order]
+            thr = np.where(np.isnan(by_site), thr, by_site)
+        return thr
+
+    def _alarms(self, rows, prep, model, s: Scores, thr, idx, prev_l, bucket_s):  # type: ignore[no-untyped-def]
+        v = s.value[idx].astype(np.float64)
+        own = s.own[idx]
+        centre = model.centre(own)[:, : len(MEASURES)]
+        extra: dict[str, object] = {
+            "_v": v,
+            "_thr": thr[idx].astype(np.float64),
+            "_jump": s.nearest[idx] != own,
+            "_k": own + 1,
+            "_n": s.history[idx],
+            "_used": s.used[idx],
+        }
+        if self.velocity:
+            pb, pl_ = prep.prev[idx], prev_l[idx]
+            prev = np.where((pb >= 0)[:, None], prep.X[np.maximum(pb, 0)], 0.0)
+            if len(self._lv):
+                live = self._lv[np.maximum(pl_, 0)]
+                prev = np.where((pb < 0)[:, None], live, prev)
+            when = np.where(pb >= 0, prep.buckets[np.maximum(pb, 0)], 0)
+            if len(self._lt):
+                when = np.where(pb < 0, self._lt[np.maximum(pl_, 0)], when)
+            extra["_prev_at"] = pl.Series(when * 1_000_000).cast(UTC_US)
+            for j, m in enumerate(MEASURES):
+                extra[f"p_{m}"] = np.expm1(prev[:, j].astype(np.float64))
+            expected = prev + centre
+        else:
+            expected = centre
+        for j, m in enumerate(MEASURES):
+            extra[f"e_{m}"] = np.expm1(np.maximum(expected[:, j], 0.0))
+        sub = rows[prep.order[idx]].with_columns([pl.Series(k, x) for k, x in extra.items()])
+        return conform_alarms(self._columns(sub.sort("bucket"), model, bucket_s))
+
+    def _columns(self, sub: pl.DataFrame, model: Model, bucket_s: int) -> pl.DataFrame:
+        view = self.view
+        ratio = pl.col("_v")
+        kind = "behavior" if not self.velocity else "change since its previous active bucket"
+        label = _model_label(self.mixture, self._s.horizon, self.version, model.span_days)
+        k_of = pl.concat_str([pl.col("_k").cast(pl.String), pl.lit(f" of {len(model.C)}")])
+        now = txt.vector(view, "", bucket_s)
+        if self.velocity:
+            observed = pl.concat_str(
+                [now, pl.lit("; previous active bucket "),
+                 pl.col("_prev_at").dt.strftime("%Y-%m-%d %H:%M"), pl.lit(": "),
+                 txt.vector(view, "p_", bucket_s)]
+            )  # fmt: skip
+            expected = pl.concat_str(
+                [pl.lit("the usual change (cluster "), k_of,
+                 pl.lit(") would give about "), txt.vector(view, "e_", bucket_s),
+                 pl.lit(f" ({label})")]
+            )  # fmt: skip
+        else:
+            observed = now
+            expected = pl.concat_str(
+                [pl.lit("usual cluster "), k_of, pl.lit(": about "),
+                 txt.vector(view, "e_", bucket_s), pl.lit(f" ({label})")]
+            )  # fmt: skip
+        reason = pl.concat_str(
+            [txt.subject(view), pl.lit(f": {kind} "), ratio.round(1).cast(pl.String),
+             pl.lit("x farther than usual from its normal clusters (threshold "),
+             pl.col("_thr").round(1).cast(pl.String), pl.lit(")"),
+             pl.when(pl.col("_jump")).then(pl.concat_str(
+                 [pl.lit(", jumped to a cluster it never used in "), txt.count(pl.col("_n")),
+                  pl.lit(" active buckets (it used "), pl.col("_used").cast(pl.String),
+                  pl.lit(")")])).otherwise(pl.lit(""))]
+        )  # fmt: skip
+        return sub.select(
+            method=pl.lit(self.method),
+            name=pl.lit(self.title),
+            ts=pl.col("bucket"),
+            ts_end=pl.col("bucket") + pl.duration(seconds=bucket_s),
+            **_where(view),
+            direction=self._direction(sub),
+            score=ratio / (1.0 + ratio),
+            observed=observed,
+            expected=expected,
+            observed_value=ratio,
+            expected_value=pl.col("_thr"),
+            threshold=pl.col("_thr"),
+            reason=reason,
+        )
+
+    def _direction(self, sub: pl.DataFrame) -> pl.Expr:
+        if self.view.startswith("ext_"):
+            return pl.lit(NORTH_SOUTH)
+        if self.view.startswith("int_"):
+            return pl.lit(EAST_WEST)
+        if self.view != "comm":
+            return pl.lit("any")
+        inside = []
+        for side in ("src_ip", "dst_ip"):
+            hi, lo, _ = netaddr.parse(sub.get_column(side))
+            net = self.context.internal.contains(hi, lo) | self.context.local_scope.contains(hi, lo)
+            inside.append(pl.Series(net))
+        si, di = pl.lit(inside[0]), pl.lit(inside[1])
+        return (
+            pl.when(si & di)
+            .then(pl.lit(EAST_WEST))
+            .when(si | di)
+            .then(pl.lit(NORTH_SOUTH))
+            .otherwise(pl.lit(EXTERNAL))
+        )
+
+    # -- live state: the last vector of each key (velocity) -------------------------------
+
+    def _reset_live(self) -> None:
+        self._lk = np.zeros(0, dtype=np.uint64)  # key hashes, sorted
+        self._lv = np.zeros((0, len(MEASURES)), dtype=np.float32)  # last log1p vector
+        self._lt = np.zeros(0, dtype=np.int64)  # its bucket, epoch seconds
+        self._evicted: int | None = None
+
+    def _prev_live(self, prep) -> np.ndarray:  # type: ignore[no-untyped-def]
+        prev = np.full(prep.n, -1, dtype=np.int64)
+        if self.velocity and len(self._lk):
+            heads = prep.heads
+            prev[heads] = lookup(self._lk, prep.keys[heads])
+        return prev
+
+    def observe(self, batch: Batch) -> None:
+        if not self.velocity:
+            return
+        self._evict()
+        rows = batch.log.get(self.view)
+        if rows is None or rows.height == 0:
+            return
+        prep = prepared(rows, self.view)
+        tails = prep.tails
+        keys, vec, when = prep.keys[tails], prep.X[tails], prep.buckets[tails]
+        pos = lookup(self._lk, keys)
+        old = pos >= 0
+        self._lv[pos[old]] = vec[old]
+        self._lt[pos[old]] = when[old]
+        if not old.all():
+            new = ~old
+            at = np.searchsorted(self._lk, keys[new])
+            self._lk = np.insert(self._lk, at, keys[new])
+            self._lv = np.ascontiguousarray(np.insert(self._lv, at, vec[new], axis=0))
+            self._lt = np.insert(self._lt, at, when[new])
+
+    def _evict(self) -> None:
+        """Forget last vectors older than the horizon, once per model version."""
+        if self.trained_until is None or self._evicted == self.version:
+            return
+        cutoff = (self.trained_until - timedelta(seconds=self._s.horizon)).timestamp()
+        keep = self._lt >= cutoff
+        if not keep.all():
+            self._lk, self._lv, self._lt = self._lk[keep], self._lv[keep], self._lt[keep]
+        self._evicted = self.version
+
+    def live_state(self) -> dict[str, pa.Table]:
+        if not self.velocity:
+            return {}
+        cols = {f"v{j}": pa.array(self._lv[:, j]) for j in range(len(MEASURES))}
+        last = pa.table({"_key": pa.array(self._lk), "bucket": pa.array(self._lt), **cols})
+        probe = pa.table({"hash_probe": pa.array([hash_probe(self.view)], pa.uint64())})
+        return {"live_last": last, "live_probe": probe}
+
+    def load_live_state(self, state: dict[str, pa.Table]) -> None:
+        self._reset_live()
+        last, probe = state.get("live_last"), state.get("live_probe")
+        if not self.velocity or last is None or probe is None:
+            return
+        if probe.column("hash_probe")[0].as_py() != hash_probe(self.view):
+            return  # keys hash differently under this polars: start over
+        self._lk = last.column("_key").to_numpy().copy()
+        self._lt = last.column("bucket").to_numpy().copy()
+        cols = [last.column(f"v{j}").to_numpy() for j in range(len(MEASURES))]
+        self._lv = np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.float32)
+        if len(self._lv) == 0:
+            self._lv = np.zeros((0, len(MEASURES)), dtype=np.float32)
+
+
+def _ceil(t: datetime, seconds: int) -> datetime:
+    epoch = -(-int(t.timestamp()) // seconds) * seconds
+    return datetime.fromtimestamp(epoch, tz=t.tzinfo)
+
+
+def _slice(batch: Batch, view: str, lo: datetime, hi: datetime) -> Batch:
+    log = {
+        v: df.filter(pl.col("bucket").is_between(lo, hi, closed="left"))
+        for v, df in batch.log.items()
+        if v == view
+    }
+    return Batch(batch.flows.clear(), log, lo, hi, batch.bucket_seconds)
+
+
+def _model_label(mixture: bool, horizon: float, version: int, span_days: float) -> str:
+    days = horizon / 86400.0
+    kind = "Gaussian-mixture" if mixture else "k-means"
+    span = f"{span_days * 24:.1f} h" if span_days < 2 else f"{span_days:.1f} d"
+    return f"{days:g}-day {kind} model v{version}, {span} of history"
+
+
+def _where(view: str) -> dict[str, pl.Expr]:
+    """Alarm columns naming the key; ``*`` for endpoints the view does not key by."""
+    star = pl.lit("*")
+    if view == "comm":
+        ends = {"src_ip": pl.col("src_ip"), "dst_ip": pl.col("dst_ip"), "entity": pl.lit(None)}
+    elif view == "port":
+        ends = {"src_ip": star, "dst_ip": star, "entity": pl.lit(None)}
+    elif view == "client_port":
+        ends = {"src_ip": pl.col("src_ip"), "dst_ip": star, "entity": pl.col("src_ip")}
+    elif view == "server_port":
+        ends = {"src_ip": star, "dst_ip": pl.col("dst_ip"), "entity": pl.col("dst_ip")}
+    else:
+        ends = {"src_ip": pl.col("ip"), "dst_ip": star, "entity": pl.col("ip")}
+    if view in ("comm", "port", "client_port", "server_port"):
+        svc = {"dst_port": pl.col("dst_port"), "proto": pl.col("proto")}
+    else:
+        proto = view.split("_")[-1]
+        num = {"tcp": pl.lit(6), "udp": pl.lit(17)}.get(proto)
+        if num is None and proto == "icmp":
+            num = pl.when(pl.col("ip").str.contains(":")).then(pl.lit(58)).otherwise(pl.lit(1))
+        svc = {"dst_port": pl.lit(0), "proto": num if num is not None else pl.lit(None)}
+    return {"site": pl.col("site"), **ends, **svc}
+
+
+# -- the sixteen methods -----------------------------------------------------------------
+
+
+class CommVelocity(ClusterDetector):
+    method = "M10"
+    title = "clustering: communication velocity"
+    views = ("comm",)
+    velocity = True
+
+
+class CommMagnitude(ClusterDetector):
+    method = "M11"
+    title = "clustering: communication magnitude"
+    views = ("comm",)
+    velocity = False
+
+
+class PortVelocity(ClusterDetector):
+    method = "M12"
+    title = "clustering: port velocity"
+    views = ("port",)
+    velocity = True
+
+
+class PortMagnitude(ClusterDetector):
+    method = "M13"
+    title = "clustering: port magnitude"
+    views = ("port",)
+    velocity = False
+
+
+class ClientPortVelocity(ClusterDetector):
+    method = "M14"
+    title = "clustering: client port velocity"
+    views = ("client_port",)
+    velocity = True
+
+
+class ClientPortMagnitude(ClusterDetector):
+    method = "M15"
+    title = "clustering: client port magnitude"
+    views = ("client_port",)
+    velocity = False
+
+
+class ServerPortVelocity(ClusterDetector):
+    method = "M16"
+    title = "clustering: server port velocity"
+    views = ("server_port",)
+    velocity = True
+
+
+class ServerPortMagnitude(ClusterDetector):
+    method = "M17"
+    title = "clustering: server port magnitude"
+    views = ("server_port",)
+    velocity = False
+
+
+class CommMixtureVelocity(ClusterDetector):
+    method = "M18"
+    title = "clustering (Gaussian mixture): communication velocity"
+    Settings = MixtureSettings
+    views = ("comm",)
+    velocity = True
+    mixture = True
+
+
+class CommMixtureMagnitude(ClusterDetector):
+    method = "M19"
+    title = "clustering (Gaussian mixture): communication magnitude"
+    Settings = MixtureSettings
+    views = ("comm",)
+    velocity = False
+    mixture = True
+
+
+class ExternalTcpVelocity(ClusterDetector):
+    method = "M20"
+    title = "clustering: external TCP velocity"
+    views = ("ext_tcp",)
+    velocity = True
+
+
+class InternalTcpMagnitude(ClusterDetector):
+    method = "M21"
+    title = "clustering: internal TCP magnitude"
+    views = ("int_tcp",)
+    velocity = False
+
+
+class ExternalUdpVelocity(ClusterDetector):
+    method = "M22"
+    title = "clustering: external UDP velocity"
+    views = ("ext_udp",)
+    velocity = True
+
+
+class InternalUdpMagnitude(ClusterDetector):
+    method = "M23"
+    title = "clustering: internal UDP magnitude"
+    views = ("int_udp",)
+    velocity = False
+
+
+class ExternalIcmpVelocity(ClusterDetector):
+    method = "M24"
+    title = "clustering: external ICMP velocity"
+    views = ("ext_icmp",)
+    velocity = True
+
+
+class InternalIcmpMagnitude(ClusterDetector):
+    method = "M25"
+    title = "clustering: internal ICMP magnitude"
+    views = ("int_icmp",)
+    velocity = False
+
+
+CLUSTER_DETECTORS: tuple[type[ClusterDetector], ...] = (
+    CommVelocity,
+    CommMagnitude,
+    PortVelocity,
+    PortMagnitude,
+    ClientPortVelocity,
+    ClientPortMagnitude,
+    ServerPortVelocity,
+    ServerPortMagnitude,
+    CommMixtureVelocity,
+    CommMixtureMagnitude,
+    ExternalTcpVelocity,
+    InternalTcpMagnitude,
+    ExternalUdpVelocity,
+    InternalUdpMagnitude,
+    ExternalIcmpVelocity,
+    InternalIcmpMagnitude,
+)

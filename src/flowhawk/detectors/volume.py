@@ -1,0 +1,444 @@
+"""M2-M9: volume overflow and underflow of a communication against its own baseline.
+
+FlowScape's methods 2-9, on the communication view (client, server, server port,
+protocol) of the behavioral log, per closed bucket:
+
+- M2 / M3 / M4: packets received / sent / total above what the key's baseline allows
+  (robust z-score above its self-tuned threshold, and at least ``min_packets``);
+- M5: all three at once;
+- M6 / M7 / M8: packets sent / received / total below it, for *regular* keys only
+  (heartbeats, polls, reports: see :mod:`flowhawk.behavior.baseline`);
+- M9: all three at once, which includes a regular key going silent: no bucket for
+  longer than ``silence_gaps`` times the longest gap in its history (and at least
+  ``silence_buckets`` buckets), detected when the buckets close, alarmed once per
+  silence (M6-M8 fire with it, since nothing was sent or received).
+
+The eight detectors share one trained baseline per training time (trained once, from
+the log history before the buckets being scored, by whichever runs first).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import ClassVar
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from pydantic import Field
+
+from flowhawk import netaddr
+from flowhawk.behavior import baseline as bl
+from flowhawk.behavior.views import COMM
+from flowhawk.detectors.base import Batch, conform_alarms, empty_alarms
+from flowhawk.detectors.behavior_base import BehaviorDetector, BehaviorSettings
+from flowhawk.detectors.text import endpoint
+
+_SIDE = {"sent": "pkts_out", "recv": "pkts_in"}
+_WORD = {"sent": "sent", "recv": "received", "total": "sent and received"}
+
+
+class VolumeSettings(BehaviorSettings):
+    weight: float = Field(default=35.0, ge=0, le=100)
+    min_history: int = Field(default=30, ge=3, description="Active buckets before a key alarms.")
+    seasonal_days: float = Field(default=3.0, description="History needed for time-of-day offsets.")
+    floor: float = Field(default=4.0, gt=0, description="Lowest self-tuned threshold (robust z).")
+    threshold: float | None = Field(
+        default=None, description="Fixed threshold (robust z) instead of the self-tuned one."
+    )
+    min_packets: int = Field(default=20, ge=0, description="Overflow needs at least this many.")
+    regular_ratio: float = Field(
+        default=3.0, description="Regular key: 95th-percentile gap <= this x median gap."
+    )
+    regular_coverage: float = Field(
+        default=0.9, description="Regular key: active in at least this share of its hours."
+    )
+    silence_buckets: int = Field(default=3, ge=1, description="Shortest silence alarmed (buckets).")
+    silence_gaps: float = Field(
+        default=2.0, description="Silence: gap > this x the longest gap in its history."
+    )
+
+
+_CACHE: dict[tuple, pl.DataFrame] = {}
+
+
+class VolumeDetector(BehaviorDetector):
+    """One of M2-M9 (see the module docstring)."""
+
+    Settings = VolumeSettings
+    views = ("comm",)
+    direction: ClassVar[str]  # "over" or "under"
+    metrics: ClassVar[tuple[str, ...]]  # the metrics that must all breach
+
+    def __init__(self, settings, context) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(settings, context)
+        # regular keys: last active bucket, whether their current silence was alarmed
+        self.live = pl.DataFrame(schema=_LIVE)
+
+    # -- model -------------------------------------------------------------------------
+
+    def _params(self) -> bl.BaselineParams:
+        s = self.settings
+        assert isinstance(s, VolumeSettings)
+        return bl.BaselineParams(
+            s.min_history,
+            s.seasonal_days,
+            s.false_alarm_budget,
+            s.floor,
+            s.regular_ratio,
+            s.regular_coverage,
+        )
+
+    def train(self, history_until: datetime) -> dict[str, pl.DataFrame]:
+        hist = self.context.history
+        cache_key = (
+            getattr(hist, "root", id(hist)),
+            history_until,
+            self._params(),
+            self.settings.horizon,
+        )  # type: ignore[attr-defined]
+        if cache_key not in _CACHE:
+            rows = self.history("comm", history_until)
+            bucket = 60 if rows.height == 0 else _bucket_seconds(rows)
+            _CACHE.clear()  # the eight detectors share the latest training only
+            _CACHE[cache_key] = bl.train(rows, history_until, bucket, self._params())
+        return {"baseline": _CACHE[cache_key]}
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def detect(self, batch: Batch) -> pl.DataFrame:
+        model = self.model.get("baseline")
+        if model is None or model.height == 0:
+            return empty_alarms()
+        rows = batch.log.get("comm")
+        alarms = []
+        if rows is not None and rows.height:
+            alarms.append(self._breaches(rows, model, batch.bucket_seconds))
+        if self.direction == "under":
+            alarms.append(self._silences(batch, model))
+        alarms = [a for a in alarms if a.height]
+        return conform_alarms(pl.concat(alarms)) if alarms else empty_alarms()
+
+    def _threshold(self, col: str) -> pl.Expr:
+        s = self.settings
+        assert isinstance(s, VolumeSettings)
+        return pl.lit(s.threshold, pl.Float64) if s.threshold is not None else pl.col(col)
+
+    def _breaches(self, rows: pl.DataFrame, model: pl.DataFrame, bucket: int) -> pl.DataFrame:
+        s = self.settings
+        assert isinstance(s, VolumeSettings)
+        z = bl.z_scores(bl.with_metrics(rows), model)
+        if self.direction == "over":
+            thr = self._threshold("thr_hi")
+            raw = {
+                "sent": pl.col("pkts_out"),
+                "recv": pl.col("pkts_in"),
+                "total": pl.col("pkts_out") + pl.col("pkts_in"),
+            }
+            hit = [(pl.col(f"z_{m}") > thr) & (raw[m] >= s.min_packets) for m in self.metrics]
+            strength = pl.min_horizontal(*(pl.col(f"z_{m}") for m in self.metrics))
+        else:
+            thr = self._threshold("thr_lo")
+            hit = [(pl.col(f"lo_{m}") < -thr) for m in self.metrics]
+            hit.append(pl.col("regular"))
+            strength = -pl.max_horizontal(*(pl.col(f"lo_{m}") for m in self.metrics))
+        found = z.filter(pl.all_horizontal(*hit)).with_columns(_strength=strength, _thr=thr)
+        if found.height == 0:
+            return empty_alarms()
+        return self._explain(found, bucket)
+
+    def _explain(self, f: pl.DataFrame, bucket: int) -> pl.DataFrame:
+        lead = self.metrics[0] if len(self.metrics) == 1 else "total"
+        col = _SIDE.get(lead)
+        observed = (pl.col("pkts_out") + pl.col("pkts_in")) if col is None else pl.col(col)
+        expected = (pl.col(f"{lead}_med") + pl.col("_season")).exp() - 1
+        factor = pl.col(f"{lead}_mad").exp()
+        horizon = bl.horizon_label(pl.col("span_days"))
+        minutes = f"{bucket // 60} min" if bucket % 60 == 0 else f"{bucket} s"
+        word = "above" if self.direction == "over" else "below"
+        f = f.with_columns(_obs=observed.cast(pl.Float64), _exp=expected.cast(pl.Float64))
+        return f.select(
+            method=pl.lit(self.method),
+            name=pl.lit(self.title),
+            ts=pl.col("bucket"),
+            ts_end=pl.col("bucket") + timedelta(seconds=bucket),
+            site="site",
+            src_ip="src_ip",
+            dst_ip="dst_ip",
+            dst_port="dst_port",
+            proto="proto",
+            direction=pl.lit("any"),
+            score=(1 - pl.col("_thr") / pl.col("_strength")).clip(0, 1),
+            observed=pl.concat_str(
+                [pl.lit(f"{_WORD[lead]} "), _fmt(pl.col("_obs")), pl.lit(f" packets in {minutes}")]
+            ),
+            expected=pl.concat_str(
+                [
+                    horizon,
+                    pl.lit(" baseline for this time of day: "),
+                    _fmt(pl.col("_exp")),
+                    pl.lit(" packets (x/÷ "),
+                    factor.round(1).cast(pl.String),
+                    pl.lit(")"),
+                ]
+            ),
+            observed_value=pl.col("_obs"),
+            expected_value=pl.col("_exp"),
+            threshold=pl.col("_thr").cast(pl.Float64),
+            reason=pl.concat_str(
+                [
+                    pl.col("src_ip"),
+                    pl.lit(" -> "),
+                    endpoint(pl.col("dst_ip"), pl.col("dst_port"), pl.col("proto")),
+                    pl.lit(f" {_WORD[lead]} "),
+                    _fmt(pl.col("_obs")),
+                    pl.lit(f" packets in {minutes}, {word} its "),
+                    horizon,
+                    pl.lit(" baseline of "),
+                    _fmt(pl.col("_exp")),
+                    pl.lit(" (robust z "),
+                    (pl.col("_strength") * (1 if self.direction == "over" else -1))
+                    .round(1)
+                    .cast(pl.String),
+                    pl.lit(", threshold "),
+                    pl.col("_thr").round(1).cast(pl.String),
+                    pl.lit(")"),
+                ]
+            ),
+        ).pipe(self._with_direction)
+
+    def _silent(self, batch: Batch, model: pl.DataFrame) -> pl.DataFrame:
+        """Silences of regular keys noticed in ``batch``'s closed range, one row each.
+
+        Every quiet stretch counts: from the key's last activity before the range (the
+        live state) and from each of its active buckets in the range, up to its next
+        active bucket or the end of the range. A silence is noticed at the first bucket
+        boundary past its allowance, if the key was still quiet then; so the same flows
+        give the same alarms however event time was cut into ranges. ``_open``: the
+        stretch still runs at the end of the range (alarmed once: the live state marks it).
+        """
+        s = self.settings
+        assert isinstance(s, VolumeSettings)
+        if batch.closed_until is None:
+            return pl.DataFrame()
+        regular = model.filter(pl.col("regular")).select(
+            "_key", "gap_max", "span_days", "total_med"
+        )
+        starts = [self.live.with_columns(_from_state=pl.lit(True))]
+        rows = batch.log.get("comm")
+        if rows is not None and rows.height:
+            active = (
+                rows.with_columns(bl.key_hash(rows))
+                .join(regular.select("_key"), on="_key", how="semi")
+                .select("_key", *COMM.key, last="bucket")
+                .with_columns(alarmed=pl.lit(False), _from_state=pl.lit(False))
+            )
+            starts.append(active.select(*_LIVE, "_from_state").cast(_LIVE))  # type: ignore[arg-type]
+        seq = pl.concat(starts, how="vertical").join(regular, on="_key", how="inner")
+        if seq.height == 0:
+            return pl.DataFrame()
+        until = pl.lit(batch.closed_until).cast(pl.Datetime("us", "UTC"))
+        seq = seq.sort("_key", "last").with_columns(
+            _next=pl.col("last").shift(-1).over("_key").fill_null(until)
+        )
+        allowed = pl.max_horizontal(
+            pl.col("gap_max") * s.silence_gaps, pl.lit(s.silence_buckets * batch.bucket_seconds)
+        )
+        b = batch.bucket_seconds
+        crossed = ((pl.col("last").dt.epoch("s") + b + allowed) // b + 1) * b
+        detected = pl.from_epoch(crossed.cast(pl.Int64), time_unit="s").dt.replace_time_zone("UTC")
+        return (
+            seq.with_columns(_det=detected, _allowed=allowed)
+            .filter(
+                (pl.col("_det") <= pl.col("_next"))
+                & (pl.col("_det") <= until)
+                & ~(pl.col("_from_state") & pl.col("alarmed"))
+            )
+            .with_columns(_open=pl.col("_next") == until)
+        )
+
+    def _silences(self, batch: Batch, model: pl.DataFrame) -> pl.DataFrame:
+        silent = self._silent(batch, model)
+        if silent.height == 0:
+            return empty_alarms()
+        b = batch.bucket_seconds
+        quiet_from = pl.col("last") + timedelta(seconds=b)
+        allowed = pl.col("_allowed")
+        gap = (pl.col("_det") - quiet_from).dt.total_seconds()
+        horizon = bl.horizon_label(pl.col("span_days"))
+        usual = pl.col("gap_max").round(0).cast(pl.Int64).cast(pl.String)
+        return silent.select(
+            method=pl.lit(self.method),
+            name=pl.lit(self.title),
+            ts=quiet_from,
+            ts_end=pl.col("_det").cast(pl.Datetime("us", "UTC")),
+            site="site",
+            src_ip="src_ip",
+            dst_ip="dst_ip",
+            dst_port="dst_port",
+            proto="proto",
+            direction=pl.lit("any"),
+            score=pl.lit(1.0),
+            observed=pl.concat_str(
+                [pl.lit("silent for "), gap.round(0).cast(pl.Int64).cast(pl.String), pl.lit(" s")]
+            ),
+            expected=pl.concat_str(
+                [
+                    pl.lit("active at least every "),
+                    usual,
+                    pl.lit(" s ("),
+                    horizon,
+                    pl.lit(" history)"),
+                ]
+            ),
+            observed_value=pl.lit(0.0),
+            expected_value=(pl.col("total_med").exp() - 1).cast(pl.Float64),
+            threshold=allowed.cast(pl.Float64),
+            reason=pl.concat_str(
+                [
+                    pl.col("src_ip"),
+                    pl.lit(" -> "),
+                    endpoint(pl.col("dst_ip"), pl.col("dst_port"), pl.col("proto")),
+                    pl.lit(" went silent: nothing for "),
+                    gap.round(0).cast(pl.Int64).cast(pl.String),
+                    pl.lit(" s where it is normally active at least every "),
+                    usual,
+                    pl.lit(" s"),
+                ]
+            ),
+        ).pipe(self._with_direction)
+
+    def _with_direction(self, alarms: pl.DataFrame) -> pl.DataFrame:
+        if alarms.height == 0:
+            return alarms
+        ips = pl.concat([alarms.get_column("src_ip"), alarms.get_column("dst_ip")]).unique()
+        hi, lo, _ = netaddr.parse(ips)
+        inside = self.context.internal.contains(hi, lo) | self.context.local_scope.contains(hi, lo)
+        table = pl.DataFrame({"ip": ips, "in": inside})
+        out = netaddr.join_endpoints(alarms, table, {"in": "_{side}_in"})
+        return out.with_columns(
+            direction=pl.when(pl.col("_src_in") & pl.col("_dst_in"))
+            .then(pl.lit("east-west"))
+            .when(pl.col("_src_in") | pl.col("_dst_in"))
+            .then(pl.lit("north-south"))
+            .otherwise(pl.lit("external"))
+        ).drop("_src_in", "_dst_in")
+
+    # -- live state (regular keys: last active bucket) -----------------------------------
+
+    def _with_activity(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Live state updated with the activity in ``rows`` (not stored)."""
+        model = self.model.get("baseline")
+        if model is None or model.height == 0:
+            return self.live
+        active = (
+            rows.with_columns(bl.key_hash(rows))
+            .join(model.filter(pl.col("regular")).select("_key"), on="_key", how="semi")
+            .group_by("_key")
+            .agg(*(pl.col(k).first() for k in COMM.key), pl.col("bucket").max())
+        )
+        active = active.rename({"bucket": "last"}).with_columns(alarmed=pl.lit(False))
+        merged = pl.concat([self.live, active.select(list(_LIVE))], how="vertical")
+        return merged.sort("last").unique("_key", keep="last", maintain_order=True)
+
+    def observe(self, batch: Batch) -> None:
+        rows = batch.log.get("comm")
+        if rows is not None and rows.height:
+            self.live = self._with_activity(rows)
+        if self.direction == "under" and batch.closed_until is not None and self.live.height:
+            model = self.model.get("baseline")
+            if model is not None and model.height:
+                silent = self._silent(batch, model)
+                if silent.height:
+                    keys = silent.filter(pl.col("_open")).get_column("_key")
+                    mark = pl.col("_key").is_in(keys.implode())
+                    self.live = self.live.with_columns(alarmed=pl.col("alarmed") | mark)
+
+    def live_state(self) -> dict[str, pa.Table]:
+        return {"live": self.live.to_arrow()}
+
+    def load_live_state(self, state: dict[str, pa.Table]) -> None:
+        table = state.get("live")
+        if table is not None:
+            df = pl.from_arrow(table)
+            assert isinstance(df, pl.DataFrame)
+            self.live = df.select(list(_LIVE)).cast(_LIVE)  # type: ignore[arg-type]
+
+
+_LIVE: dict[str, pl.DataType] = {
+    "_key": pl.UInt64(),
+    "site": pl.String(),
+    "src_ip": pl.String(),
+    "dst_ip": pl.String(),
+    "dst_port": pl.Int32(),
+    "proto": pl.Int16(),
+    "last": pl.Datetime("us", "UTC"),
+    "alarmed": pl.Boolean(),
+}
+
+
+def _fmt(x: pl.Expr) -> pl.Expr:
+    """A count for people: 48,213 or 1.2 M."""
+    return (
+        pl.when(x >= 1e6)
+        .then(pl.concat_str([(x / 1e6).round(1).cast(pl.String), pl.lit(" M")]))
+        .otherwise(x.round(0).cast(pl.Int64).cast(pl.String))
+    )
+
+
+def _bucket_seconds(rows: pl.DataFrame) -> int:
+    diffs = np.diff(np.unique(rows.get_column("bucket").dt.epoch("s").to_numpy()))
+    return int(diffs.min()) if len(diffs) else 60
+
+
+def _make(
+    method: str, title: str, direction: str, metrics: tuple[str, ...], weight: float
+) -> type[VolumeDetector]:
+    settings = type(
+        f"{method}Settings",
+        (VolumeSettings,),
+        {
+            "__annotations__": {"weight": float},
+            "weight": Field(default=weight, ge=0, le=100),
+        },
+    )
+    return type(
+        f"Volume{method}",
+        (VolumeDetector,),
+        {
+            "method": method,
+            "title": title,
+            "direction": direction,
+            "metrics": metrics,
+            "Settings": settings,
+            "__doc__": f"{method}: {title}.",
+        },
+    )
+
+
+OVERFLOW_RECEIVED = _make("M2", "overflow: packets received", "over", ("recv",), 35.0)
+OVERFLOW_SENT = _make("M3", "overflow: packets sent", "over", ("sent",), 35.0)
+OVERFLOW_TOTAL = _make("M4", "overflow: total packets", "over", ("total",), 30.0)
+OVERFLOW_ALL = _make(
+    "M5", "overflow: sent, received and total", "over", ("sent", "recv", "total"), 45.0
+)
+UNDERFLOW_SENT = _make("M6", "underflow: packets sent", "under", ("sent",), 25.0)
+UNDERFLOW_RECEIVED = _make("M7", "underflow: packets received", "under", ("recv",), 25.0)
+UNDERFLOW_TOTAL = _make("M8", "underflow: total packets", "under", ("total",), 25.0)
+UNDERFLOW_ALL = _make(
+    "M9",
+    "underflow: sent, received and total (or silent)",
+    "under",
+    ("sent", "recv", "total"),
+    40.0,
+)
+VOLUME_DETECTORS = (
+    OVERFLOW_RECEIVED,
+    OVERFLOW_SENT,
+    OVERFLOW_TOTAL,
+    OVERFLOW_ALL,
+    UNDERFLOW_SENT,
+    UNDERFLOW_RECEIVED,
+    UNDERFLOW_TOTAL,
+    UNDERFLOW_ALL,
+)

@@ -1,0 +1,176 @@
+"""Detection on a live stream of flows (the collector's), with the same results as files.
+
+:class:`LiveDetection` runs the :class:`~flowhawk.engine.DetectionEngine` in its own
+thread over the flows the collector archives at each rollover, so decoding never
+waits for a model to train. Alarms are merged into events exactly as ``analyze``
+merges them (one event per communication and window, :func:`flowhawk.events.build_events`):
+the alarms of every window that can still change are kept, and after each batch the
+events of those windows are rebuilt and upserted into the event store
+(``DATA/events.duckdb``, by their stable ids), so an event grows while its window is
+open and reads the same as the file run's once it closed. A window is final when the
+behavioral log has closed every bucket before its end.
+
+:meth:`LiveDetection.stop` closes the open buckets (like the end of an ``analyze``
+run), publishes and checkpoints the engine with the rest of the state (also done every
+``[collect] checkpoint`` between batches); a restart continues with every model.
+Errors in detection are logged and counted, never lost silently: the flows are in the
+archive and can be analyzed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from flowhawk.behavior.log import LogStore
+from flowhawk.config import Config
+from flowhawk.detectors.base import empty_alarms
+from flowhawk.engine import DetectionEngine
+from flowhawk.events import build_events
+from flowhawk.sinks.base import SinkPaths
+from flowhawk.sinks.store import EventStore
+from flowhawk.state import StateStore
+
+log = logging.getLogger("flowhawk.live")
+
+#: How long after its end a window's alarms are kept to merge late alarms into it.
+KEEP = timedelta(days=1)
+
+
+@dataclass
+class LiveTotals:
+    """What live detection did since it started."""
+
+    batches: int = 0
+    flows: int = 0
+    alarms: int = 0
+    events_published: int = 0
+    errors: int = 0
+    late_flows: int = 0  # arrived after their bucket closed: scored, not in the log
+
+
+class LiveDetection:
+    """Detects on flow batches submitted in arrival order; publishes events as it goes."""
+
+    def __init__(self, cfg: Config, data_dir: Path, run_id: str):
+        self.cfg = cfg
+        self.data_dir = data_dir
+        self.logs = LogStore(data_dir / "behavior", run_id, cfg.archive.compression)
+        self.engine = DetectionEngine(cfg, StateStore(data_dir), log_store=self.logs)
+        self.window = timedelta(seconds=cfg.events.window)
+        self.totals = LiveTotals()
+        self._open = empty_alarms()  # alarms of windows that can still change
+        self._queue: queue.Queue[pa.Table | None] = queue.Queue()
+        self._lock = threading.Lock()  # the engine: its thread, or checkpoint()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="flowhawk-detect", daemon=True)
+        self._thread.start()
+
+    def submit(self, flows: pa.Table) -> None:
+        """Queue canonical flows (one rollover) for detection."""
+        if flows.num_rows:
+            self._queue.put(flows)
+
+    def stop(self) -> None:
+        """Detect on everything queued, close open buckets, publish, checkpoint."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        else:  # never started: work through the queue here
+            while not self._queue.empty():
+                item = self._queue.get()
+                if item is not None:
+                    self._guarded(self.process, item)
+        with self._lock:
+            self._guarded(self._finish)
+            self._guarded(self.engine.checkpoint, {"run": self.logs.run_id, "live": True})
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    # -- work --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while (item := self._queue.get()) is not None:
+            with self._lock:
+                self._guarded(self.process, item)
+                if time.monotonic() - last >= self.cfg.collect.checkpoint:
+                    self._guarded(self.engine.checkpoint)
+                    last = time.monotonic()
+
+    def _guarded(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        try:
+            fn(*args)
+        except Exception:  # a failed batch must not stop collection
+            self.totals.errors += 1
+            log.exception("live detection failed on a batch (its flows are archived)")
+
+    def process(self, flows: pa.Table) -> None:
+        """Detect on one batch and publish the events it changed."""
+        df = pl.from_arrow(flows)
+        assert isinstance(df, pl.DataFrame)
+        df = df.sort("ts_start", maintain_order=True)
+        late = self.engine.buffer.late
+        alarms = self.engine.process(df)
+        self.totals.batches += 1
+        self.totals.flows += df.height
+        if self.engine.buffer.late > late:
+            self.totals.late_flows += self.engine.buffer.late - late
+            log.warning(
+                "%d flows arrived after their %d s bucket closed ([behavior] lateness %g s): "
+                "scored by flow methods, left out of the behavioral log",
+                self.engine.buffer.late - late,
+                self.engine.bucket,
+                self.cfg.behavior.lateness,
+            )
+        self._publish(alarms, final=False)
+
+    def _finish(self) -> None:
+        self._publish(self.engine.finish(), final=True)
+
+    def _publish(self, alarms: pl.DataFrame, final: bool) -> None:
+        self.totals.alarms += alarms.height
+        if alarms.height:
+            self._open = pl.concat([self._open, alarms], how="vertical")
+            every = f"{max(1, round(self.window.total_seconds()))}s"
+            touched = alarms.get_column("ts").dt.truncate(every).unique().implode()
+            windows = self._open.get_column("ts").dt.truncate(every)
+            events, merged = build_events(self._open.filter(windows.is_in(touched)), self.cfg)
+            if events.height:
+                sink = EventStore(SinkPaths(out=self.data_dir, data=self.data_dir))
+                sink.start()
+                try:
+                    sink.write(events, merged)
+                finally:
+                    sink.stop()
+                self.totals.events_published += events.height
+        self._forget(final)
+
+    def _forget(self, final: bool) -> None:
+        """Drop the alarms of windows that ended ``KEEP`` before the log's closed time.
+
+        Flow detectors can still alarm on a late flow (a long one exported when it
+        ended), so a window is kept well past its end; one older than that receiving an
+        alarm would be published with only its new alarms."""
+        closed = self.engine.buffer.closed_until
+        if final:
+            self._open = self._open.clear()
+        elif closed is not None and self._open.height:
+            every = f"{max(1, round(self.window.total_seconds()))}s"
+            end = pl.col("ts").dt.truncate(every) + self.window
+            self._open = self._open.filter(end + KEEP > pl.lit(closed))
