@@ -214,6 +214,31 @@ class UniRecords:
     def __len__(self) -> int:
         return len(self.flow)
 
+    def values(self, sel: np.ndarray, first: np.ndarray, last: np.ndarray) -> dict[str, np.ndarray]:
+        """Template field values of records ``sel`` (NetFlow v9 / IPFIX names), with the
+        start and end already in the protocol's time form."""
+        return {
+            "src4": v4_of(self.src_lo[sel]),
+            "dst4": v4_of(self.dst_lo[sel]),
+            "src6": v6_bytes(self.src_hi[sel], self.src_lo[sel]),
+            "dst6": v6_bytes(self.dst_hi[sel], self.dst_lo[sel]),
+            "sport": self.src_port[sel],
+            "dport": self.dst_port[sel],
+            "proto": self.proto[sel],
+            "tos": np.zeros(len(sel), np.uint8),
+            "flags": np.where(self.proto[sel] == 6, self.flags[sel], 0),
+            "in_if": self.in_if[sel],
+            "out_if": self.out_if[sel],
+            "pkts": self.pkts[sel],
+            "bytes": self.bytes[sel],
+            "first": first,
+            "last": last,
+            "vlan": self.vlan[sel],
+            "smac": self.src_mac[sel],
+            "dmac": self.dst_mac[sel],
+            "icmp": icmp_type_code(self.proto[sel], self.dst_port[sel]),
+        }
+
 
 def unidirectional(
     c: FlowColumns, interfaces: tuple[int, int] = (CLIENT_IF, SERVER_IF)

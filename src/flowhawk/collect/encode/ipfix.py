@@ -33,7 +33,6 @@ from flowhawk.collect.encode.common import (
     Encoded,
     Field,
     FlowColumns,
-    UniRecords,
     datagram_weights,
     empty,
     fill,
@@ -109,30 +108,6 @@ def _time(us: np.ndarray, precision: str) -> np.ndarray:
     return (secs.astype(np.uint64) << np.uint64(32)) | (frac & 0xFFFF_FFFF).astype(np.uint64)
 
 
-def _uni_values(uni: UniRecords, sel: np.ndarray, precision: str) -> dict[str, np.ndarray]:
-    return {
-        "src4": v4_of(uni.src_lo[sel]),
-        "dst4": v4_of(uni.dst_lo[sel]),
-        "src6": v6_bytes(uni.src_hi[sel], uni.src_lo[sel]),
-        "dst6": v6_bytes(uni.dst_hi[sel], uni.dst_lo[sel]),
-        "sport": uni.src_port[sel],
-        "dport": uni.dst_port[sel],
-        "proto": uni.proto[sel],
-        "tos": np.zeros(len(sel), np.uint8),
-        "flags": np.where(uni.proto[sel] == 6, uni.flags[sel], 0),
-        "in_if": uni.in_if[sel],
-        "out_if": uni.out_if[sel],
-        "pkts": uni.pkts[sel],
-        "bytes": uni.bytes[sel],
-        "first": _time(uni.start_us[sel], precision),
-        "last": _time(uni.end_us[sel], precision),
-        "vlan": uni.vlan[sel],
-        "smac": uni.src_mac[sel],
-        "dmac": uni.dst_mac[sel],
-        "icmp": icmp_type_code(uni.proto[sel], uni.dst_port[sel]),
-    }
-
-
 def _bi_values(c: FlowColumns, sel: np.ndarray, precision: str) -> dict[str, np.ndarray]:
     tcp = c.proto[sel] == 6
     return {
@@ -190,7 +165,9 @@ def encode_ipfix(
     else:
         uni = unidirectional(cols)
         is_v6, weight, end_us = uni.is_v6, uni.weight, uni.end_us
-        values = lambda sel: _uni_values(uni, sel, time_precision)  # noqa: E731
+        values = lambda sel: uni.values(  # noqa: E731
+            sel, _time(uni.start_us[sel], time_precision), _time(uni.end_us[sel], time_precision)
+        )
         ids = (TEMPLATE_V4, TEMPLATE_V6)
     bufs = []
     for dtype, mask in zip(dtypes, (~is_v6, is_v6), strict=True):

@@ -24,21 +24,17 @@ from flowhawk.collect.encode.common import (
     U32,
     Encoded,
     Field,
-    UniRecords,
     datagram_weights,
     default_boot_us,
     empty,
     fill,
     flow_columns,
-    icmp_type_code,
     pack_sets,
     range_max,
     record_dtype,
     template_record,
     unidirectional,
     uptime_ms,
-    v4_of,
-    v6_bytes,
 )
 
 HEADER = struct.Struct("!HHIIII")
@@ -71,30 +67,6 @@ def template_flowset() -> bytes:
     return struct.pack("!HH", 0, 4 + len(body)) + body
 
 
-def _values(uni: UniRecords, sel: np.ndarray, boot_us: int) -> dict[str, np.ndarray]:
-    return {
-        "src4": v4_of(uni.src_lo[sel]),
-        "dst4": v4_of(uni.dst_lo[sel]),
-        "src6": v6_bytes(uni.src_hi[sel], uni.src_lo[sel]),
-        "dst6": v6_bytes(uni.dst_hi[sel], uni.dst_lo[sel]),
-        "sport": uni.src_port[sel],
-        "dport": uni.dst_port[sel],
-        "proto": uni.proto[sel],
-        "tos": np.zeros(len(sel), np.uint8),
-        "flags": np.where(uni.proto[sel] == 6, uni.flags[sel], 0),
-        "in_if": uni.in_if[sel],
-        "out_if": uni.out_if[sel],
-        "pkts": uni.pkts[sel],
-        "bytes": uni.bytes[sel],
-        "first": uptime_ms(uni.start_us[sel], boot_us),
-        "last": uptime_ms(uni.end_us[sel], boot_us),
-        "vlan": uni.vlan[sel],
-        "smac": uni.src_mac[sel],
-        "dmac": uni.dst_mac[sel],
-        "icmp": icmp_type_code(uni.proto[sel], uni.dst_port[sel]),
-    }
-
-
 def encode_netflow9(
     flows: pa.Table,
     *,
@@ -118,7 +90,8 @@ def encode_netflow9(
     recs = []
     for dtype, mask in ((DTYPE_V4, ~uni.is_v6), (DTYPE_V6, uni.is_v6)):
         sel = np.flatnonzero(mask)
-        recs.append(fill(np.zeros(len(sel), dtype), _values(uni, sel, boot)).tobytes())
+        first, last = uptime_ms(uni.start_us[sel], boot), uptime_ms(uni.end_us[sel], boot)
+        recs.append(fill(np.zeros(len(sel), dtype), uni.values(sel, first, last)).tobytes())
     tmpl = template_flowset()
     packed = pack_sets(
         (recs[0], recs[1]),
