@@ -135,14 +135,11 @@ class DetectionEngine:
         else:  # learning ends with the first bucket that starts at or after learning_until
             cut = min(max(ceil_time(self.learning_until, self.bucket), start), until)
         alarms = []
+        closed = Batch(flows.clear(), log, start, until, self.bucket)
         for lo, hi, scoring in ((start, cut, False), (cut, until, True)):
             if hi <= lo:
                 continue
-            part = {
-                v: df.filter(pl.col("bucket").is_between(lo, hi, closed="left"))
-                for v, df in log.items()
-            }
-            batch = Batch(flows.clear(), part, lo, hi, self.bucket)
+            batch = closed.closed_part(lo, hi)
             for det in self.log_detectors:
                 if scoring:
                     alarms.append(det.score(batch))

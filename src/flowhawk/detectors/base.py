@@ -141,6 +141,14 @@ class Batch:
         until = _floor(end, bucket_seconds) + timedelta(seconds=bucket_seconds)
         return cls(flows, aggregate(flows, bucket_seconds), first, until, bucket_seconds)
 
+    def closed_part(self, lo: datetime, hi: datetime, flows: pl.DataFrame | None = None) -> Batch:
+        """The step restricted to the buckets starting in ``[lo, hi)``."""
+        log = {
+            v: df.filter(pl.col("bucket").is_between(lo, hi, closed="left"))
+            for v, df in self.log.items()
+        }
+        return Batch(self.flows if flows is None else flows, log, lo, hi, self.bucket_seconds)
+
 
 def _floor(t: datetime, seconds: int) -> datetime:
     epoch = int(t.timestamp()) // seconds * seconds

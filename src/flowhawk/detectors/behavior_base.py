@@ -79,14 +79,8 @@ class BehaviorDetector(Detector):
         return pl.concat(alarms) if alarms else empty_alarms()
 
     def _detect_part(self, batch: Batch, lo: datetime, hi: datetime) -> pl.DataFrame:
-        if lo == batch.closed_from and hi == batch.closed_until:
-            part = batch
-        else:
-            logs = {
-                v: df.filter(pl.col("bucket").is_between(lo, hi, closed="left"))
-                for v, df in batch.log.items()
-            }
-            part = Batch(batch.flows, logs, lo, hi, batch.bucket_seconds)
+        whole = lo == batch.closed_from and hi == batch.closed_until
+        part = batch if whole else batch.closed_part(lo, hi)
         alarms = self.detect(part) if self.model else empty_alarms()
         self.observe(part)
         self.rows_since_training += sum(part.log[v].height for v in self.views if v in part.log)

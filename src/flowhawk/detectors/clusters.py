@@ -119,22 +119,6 @@ class ClusterDetector(BehaviorDetector):
         assert isinstance(self.settings, ClusterSettings)
         return self.settings
 
-    # -- schedule: retrain at the same event times whatever the batching -------------
-
-    def score(self, batch: Batch) -> pl.DataFrame:
-        if batch.closed_from is None or batch.closed_until is None:
-            return super().score(batch)
-        every = timedelta(seconds=self._s.retrain_every)
-        lo, hi, out = batch.closed_from, batch.closed_until, []
-        while True:
-            due = _ceil((self.trained_until or lo) + every, batch.bucket_seconds)
-            cut = due if lo < due < hi else hi
-            whole = lo == batch.closed_from and cut == hi
-            out.append(super().score(batch if whole else _slice(batch, self.view, lo, cut)))
-            if cut == hi:
-                return pl.concat(out)
-            lo = cut
-
     # -- model ---------------------------------------------------------------------------
 
     def train(self, history_until: datetime) -> dict[str, pl.DataFrame]:
@@ -364,20 +348,6 @@ class ClusterDetector(BehaviorDetector):
         self._lv = np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.float32)
         if len(self._lv) == 0:
             self._lv = np.zeros((0, len(MEASURES)), dtype=np.float32)
-
-
-def _ceil(t: datetime, seconds: int) -> datetime:
-    epoch = -(-int(t.timestamp()) // seconds) * seconds
-    return datetime.fromtimestamp(epoch, tz=t.tzinfo)
-
-
-def _slice(batch: Batch, view: str, lo: datetime, hi: datetime) -> Batch:
-    log = {
-        v: df.filter(pl.col("bucket").is_between(lo, hi, closed="left"))
-        for v, df in batch.log.items()
-        if v == view
-    }
-    return Batch(batch.flows.clear(), log, lo, hi, batch.bucket_seconds)
 
 
 def _model_label(mixture: bool, horizon: float, version: int, span_days: float) -> str:
