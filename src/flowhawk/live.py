@@ -34,7 +34,7 @@ from flowhawk.behavior.log import LogStore
 from flowhawk.config import Config
 from flowhawk.detectors.base import empty_alarms
 from flowhawk.engine import DetectionEngine
-from flowhawk.events import build_events
+from flowhawk.events import build_events, with_window
 from flowhawk.sinks.base import SinkPaths
 from flowhawk.sinks.store import EventStore
 from flowhawk.state import StateStore
@@ -147,10 +147,9 @@ class LiveDetection:
         self.totals.alarms += alarms.height
         if alarms.height:
             self._open = pl.concat([self._open, alarms], how="vertical")
-            every = f"{max(1, round(self.window.total_seconds()))}s"
-            touched = alarms.get_column("ts").dt.truncate(every).unique().implode()
-            windows = self._open.get_column("ts").dt.truncate(every)
-            events, merged = build_events(self._open.filter(windows.is_in(touched)), self.cfg)
+            touched = self._windows(alarms).unique().implode()
+            opened = self._open.filter(self._windows(self._open).is_in(touched))
+            events, merged = build_events(opened, self.cfg)
             if events.height:
                 sink = EventStore(SinkPaths(out=self.data_dir, data=self.data_dir))
                 sink.start()
@@ -171,6 +170,9 @@ class LiveDetection:
         if final:
             self._open = self._open.clear()
         elif closed is not None and self._open.height:
-            every = f"{max(1, round(self.window.total_seconds()))}s"
-            end = pl.col("ts").dt.truncate(every) + self.window
-            self._open = self._open.filter(end + KEEP > pl.lit(closed))
+            end = self._windows(self._open) + self.window
+            self._open = self._open.filter(end + KEEP > closed)
+
+    def _windows(self, alarms: pl.DataFrame) -> pl.Series:
+        """The event window of each alarm (as :func:`flowhawk.events.build_events` cuts)."""
+        return with_window(alarms, self.cfg.events.window, "ts").get_column("window_start")
