@@ -32,8 +32,8 @@ uniformly, ``--per-minute`` flows per minute.
    live state <= 200 bytes per key). At 1 M: the engine of part 1. At ``--state-keys``
    (default 10 M): built directly by the detectors' own code (M1 learns one flow of
    each communication; the log of those flows, all views, feeds every velocity
-   detector; one volume detector, whose baseline is made to hold every key as
-   regular, the worst case, keeps its live state, counted for all eight).
+   detector; the volume detectors' shared core, fed a baseline made to hold every key as
+   regular, the worst case, keeps its live state, once for M2-M9).
 3. Retraining from 30 days of behavioral log for ``--train-keys`` communications
    (``--train-rows`` log rows, written to disk by :class:`LogStore` and read back as
    detectors do): the volume baseline (M2-M9) and the clustering models of the
@@ -88,7 +88,11 @@ from flowhawk.detectors.clusters import (  # noqa: E402
 from flowhawk.detectors.clusters_features import prepared  # noqa: E402
 from flowhawk.detectors.clusters_model import Params, Spec, train  # noqa: E402
 from flowhawk.detectors.newcomm import NewCommunication  # noqa: E402
-from flowhawk.detectors.volume import VOLUME_DETECTORS, VolumeDetector  # noqa: E402
+from flowhawk.detectors.volume import (  # noqa: E402
+    UNDERFLOW_ALL,
+    VOLUME_DETECTORS,
+    VolumeDetector,
+)
 from flowhawk.engine import DetectionEngine  # noqa: E402
 from flowhawk.netaddr import NetworkSet  # noqa: E402
 from flowhawk.state import StateStore  # noqa: E402
@@ -469,18 +473,20 @@ def _kind(name: str) -> str:
 
 def state_tables(eng: DetectionEngine, data: Path) -> list[Row]:
     """(component, table, kind, rows, Arrow bytes, Parquet bytes) of a checkpoint; a
-    model frame shared by several detectors (the volume baseline) counts its memory once."""
+    frame or table shared by several detectors (the volume baseline and live state of
+    M2-M9) counts its memory once."""
     eng.checkpoint()
     out = []
+    held: list[object] = []  # keeps what was counted alive, so that ids stay unique
     shared: set[int] = set()
     for det in eng.detectors:
         disk = _disk(data / "state" / det.method)
         frames = {f"model_{k}": v for k, v in getattr(det, "model", {}).items()}
         for name, table in det.state().items():
-            nbytes, frame = table.nbytes, frames.get(name)
-            if frame is not None:
-                nbytes = 0 if id(frame) in shared else nbytes
-                shared.add(id(frame))
+            thing = frames.get(name, table)
+            nbytes = 0 if id(thing) in shared else table.nbytes
+            shared.add(id(thing))
+            held.append(thing)
             out.append((det.method, name, _kind(name), table.num_rows, nbytes, disk.get(name, 0)))
     disk = _disk(data / "state" / "engine")
     for name, table in eng.buffer.state().items():
@@ -590,17 +596,14 @@ def synthetic_state(n: int) -> tuple[float, float]:
     t = time.perf_counter()
     comm = log["comm"]
     model = _baseline_like(comm)
-    vol = VOLUME_DETECTORS[0](VOLUME_DETECTORS[0].Settings(), NET)
+    vol = UNDERFLOW_ALL(UNDERFLOW_ALL.Settings(), NET)
     vol.model = {"baseline": model}
     vol.observe(batch)
-    for name, table in vol.state().items():
-        for i, _ in enumerate(VOLUME_DETECTORS):  # each of M2-M9 keeps the same tables
-            shared = name == "model_baseline" and i > 0  # one baseline frame for all
-            nbytes = 0 if shared else table.nbytes
-            tables.append((vol.method, name, _kind(name), table.num_rows, nbytes, 0))
+    for name, table in vol.state().items():  # M2-M9 share one baseline and one live state
+        tables.append((vol.method, name, _kind(name), table.num_rows, table.nbytes, 0))
     print(
-        f"  a volume detector kept the last active bucket of {vol.live.height:,} regular keys "
-        f"in {time.perf_counter() - t:.1f} s (counted for all 8 of M2-M9)"
+        f"  the volume core kept the last active bucket of {vol.core.live.height:,} regular "
+        f"keys in {time.perf_counter() - t:.1f} s (one live state for M2-M9)"
     )
     keys = pl.DataFrame(
         {

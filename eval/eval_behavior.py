@@ -191,8 +191,8 @@ def simulated(seed: int, days: int, grace: timedelta, tmp: Path) -> None:
     expected = lab.group_by("id").agg(
         pl.col("kind").first(),
         pl.col("variant").first(),
-        pl.col("methods").str.split(";").list.explode(keep_nulls=False, empty_as_null=False)
-        .filter(pl.col("methods") != "").unique().sort().str.join(" ").alias("expected"),
+        pl.col("methods").str.split(";").list.eval(pl.element().filter(pl.element() != ""))
+        .explode().drop_nulls().unique().sort().str.join(" ").alias("expected"),
     )  # fmt: skip
     table = expected.join(per, on="id", how="left").sort("id")
     with TABLE:

@@ -24,6 +24,7 @@ from flowhawk.detectors.clusters import (
     ClusterDetector,
     CommMagnitude,
     CommMixtureMagnitude,
+    CommMixtureVelocity,
     CommVelocity,
 )
 from flowhawk.detectors.clusters_features import key_hash, prepare
@@ -105,11 +106,16 @@ def store(history, tmp_path_factory) -> LogStore:
     return store
 
 
-def _detector(cls: type[ClusterDetector], store: LogStore, **settings: object) -> ClusterDetector:
+def _detector(
+    cls: type[ClusterDetector],
+    store: LogStore,
+    ctx: DetectorContext | None = None,
+    **settings: object,
+) -> ClusterDetector:
     base: dict[str, object] = {"min_clusters": 2, "max_clusters": 4, "min_threshold": 1.0}
     if cls.mixture:
         base = {"min_clusters": 1, "max_clusters": 4}
-    ctx = DetectorContext(NetworkSet(["10.0.0.0/8"]), NetworkSet([]), history=store)
+    ctx = ctx or DetectorContext(NetworkSet(["10.0.0.0/8"]), NetworkSet([]), history=store)
     return cls(cls.Settings(**{**base, **settings}), ctx)
 
 
@@ -394,3 +400,25 @@ def test_magnitude_detectors_keep_no_live_state(m11):
     assert {c.method for c in CLUSTER_DETECTORS if c.velocity} == {
         f"M{i}" for i in (10, 12, 14, 16, 18, 20, 22, 24)
     }
+
+
+@pytest.mark.parametrize("first_method", ["M10", "M18"])
+def test_the_velocity_methods_of_a_view_share_its_last_vectors(store, first_method):
+    """M10 and M18 keep one copy of the communications' last vectors and see it as it
+    was before each batch, whichever of them the engine calls first."""
+    first, second = _steps()
+    ctx = DetectorContext(NetworkSet(["10.0.0.0/8"]), NetworkSet([]), history=store)
+    pair = [_detector(CommVelocity, store, ctx), _detector(CommMixtureVelocity, store, ctx)]
+    if first_method == "M18":
+        pair.reverse()
+    assert pair[0].last is not None and pair[0].last is pair[1].last
+    for det in pair:
+        _score(det, first)
+    got = {det.method: _score(det, second) for det in pair}
+    for cls in (CommVelocity, CommMixtureVelocity):
+        alone = _detector(cls, store)
+        _score(alone, first)
+        assert got[cls.method].equals(_score(alone, second)), cls.method
+    assert got["M10"].height == 1
+    states = [det.live_state()["live_last"] for det in pair]
+    assert states[0] is states[1] and states[0].num_rows == 1

@@ -161,9 +161,12 @@ class LogStore:
         self._seq += 1
         return rows
 
-    def read(self, view: str, since: datetime, until: datetime) -> pl.DataFrame:
+    def read(self, view: str, since: datetime, until: datetime, share: bool = True) -> pl.DataFrame:
         """Rows of ``view`` with ``since <= bucket < until`` (the same frame for the same
-        arguments until the next write: detectors sharing a view share the read)."""
+        arguments until the next write: detectors sharing a view share the read; with
+        ``share=False``, a small lookup, it is neither taken from nor kept in the cache)."""
+        if not share:
+            return self._read(view, since, until)
         slot = (view, since, until)
         hit = self._cache.get(slot)
         if hit is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import polars as pl
 import pyarrow as pa
@@ -96,8 +96,9 @@ class DetectorSettings(BaseModel):
 class History(Protocol):
     """Read access to the behavioral log already written (for training models)."""
 
-    def read(self, view: str, since: datetime, until: datetime) -> pl.DataFrame:
-        """Log rows of ``view`` with ``since <= bucket < until`` (empty frame if none)."""
+    def read(self, view: str, since: datetime, until: datetime, share: bool = True) -> pl.DataFrame:
+        """Log rows of ``view`` with ``since <= bucket < until`` (empty frame if none);
+        ``share``: the frame may be kept for other readers of the same range."""
         ...
 
 
@@ -108,6 +109,8 @@ class DetectorContext:
     internal: NetworkSet
     local_scope: NetworkSet
     history: History | None = None  # the behavioral log on disk, when there is one
+    #: Work and state detectors of one engine share (e.g. M2-M9's volume core), by key.
+    shared: dict[object, Any] = field(default_factory=dict)
 
 
 @dataclass

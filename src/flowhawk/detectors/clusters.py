@@ -22,12 +22,13 @@ alarms when the ratio exceeds the threshold self-tuned to ``false_alarm_budget``
 the history, or the one set in ``threshold`` / ``site_thresholds``; ``score`` is
 ``ratio / (1 + ratio)``. Models retrain every ``retrain_every`` of event time, at the
 same times however the buckets were batched, and are checkpointed with their version;
-the velocity methods keep the last vector of each key (48 bytes per key).
+the velocity methods of a view share the last vector of each key (48 bytes per key,
+:mod:`~flowhawk.detectors.clusters_live`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, ClassVar
 
 import numpy as np
@@ -41,7 +42,8 @@ from flowhawk.config import Duration
 from flowhawk.detectors import clusters_text as txt
 from flowhawk.detectors.base import UTC_US, Batch, conform_alarms, empty_alarms
 from flowhawk.detectors.behavior_base import BehaviorDetector, BehaviorSettings
-from flowhawk.detectors.clusters_features import hash_probe, lookup, prepared
+from flowhawk.detectors.clusters_features import prepared
+from flowhawk.detectors.clusters_live import NO_VECTORS, LastVectors, Previous
 from flowhawk.detectors.clusters_model import Model, Params, Scores, Spec, jumps, train
 from flowhawk.schema import EAST_WEST, EXTERNAL, NORTH_SOUTH
 
@@ -112,7 +114,10 @@ class ClusterDetector(BehaviorDetector):
         self.spec = Spec(self.view, self.velocity, self.mixture)
         self._compiled: Model | None = None
         self._compiled_from: object = None
-        self._reset_live()
+        self.last: LastVectors | None = None  # velocity: the view's last vectors (shared)
+        if self.velocity:
+            s = self._s
+            self.last = LastVectors.join(context, self.view, s.horizon, s.retrain_every, self)
 
     @property
     def _s(self) -> ClusterSettings:
@@ -154,8 +159,9 @@ class ClusterDetector(BehaviorDetector):
         if rows is None or rows.height == 0 or model is None:
             return empty_alarms()
         prep = prepared(rows, self.view)
-        prev_l = self._prev_live(prep)
-        s = model.score(prep, prev_l, self._lv)
+        before = self._previous(batch, prep.n)
+        prev_l = before.prev
+        s = model.score(prep, prev_l, before.vectors)
         thr = self._thresholds(s.threshold, rows, prep.order)
         p = self._params()
         jumped = s.nearest != s.own
@@ -166,7 +172,7 @@ class ClusterDetector(BehaviorDetector):
         idx = np.flatnonzero(hit)
         if len(idx) == 0:
             return empty_alarms()
-        return self._alarms(rows, prep, model, s, thr, idx, prev_l, batch.bucket_seconds)
+        return self._alarms(rows, prep, model, s, thr, idx, before, batch.bucket_seconds)
 
     def _thresholds(self, tuned: np.ndarray, rows: pl.DataFrame, order: np.ndarray) -> np.ndarray:
         s = self._s
@@ -179,7 +185,7 @@ class ClusterDetector(BehaviorDetector):
             thr = np.where(np.isnan(by_site), thr, by_site)
         return thr
 
-    def _alarms(self, rows, prep, model, s: Scores, thr, idx, prev_l, bucket_s):  # type: ignore[no-untyped-def]
+    def _alarms(self, rows, prep, model, s: Scores, thr, idx, before: Previous, bucket_s):  # type: ignore[no-untyped-def]
         v = s.value[idx].astype(np.float64)
         own = s.own[idx]
         centre = model.centre(own)[:, : len(MEASURES)]
@@ -192,14 +198,14 @@ class ClusterDetector(BehaviorDetector):
             "_used": s.used[idx],
         }
         if self.velocity:
-            pb, pl_ = prep.prev[idx], prev_l[idx]
+            pb, pl_ = prep.prev[idx], before.prev[idx]
             prev = np.where((pb >= 0)[:, None], prep.X[np.maximum(pb, 0)], 0.0)
-            if len(self._lv):
-                live = self._lv[np.maximum(pl_, 0)]
+            if len(before.vectors):
+                live = before.vectors[np.maximum(pl_, 0)]
                 prev = np.where((pb < 0)[:, None], live, prev)
             when = np.where(pb >= 0, prep.buckets[np.maximum(pb, 0)], 0)
-            if len(self._lt):
-                when = np.where(pb < 0, self._lt[np.maximum(pl_, 0)], when)
+            if len(before.times):
+                when = np.where(pb < 0, before.times[np.maximum(pl_, 0)], when)
             extra["_prev_at"] = pl.Series(when * 1_000_000).cast(UTC_US)
             for j, m in enumerate(MEASURES):
                 extra[f"p_{m}"] = np.expm1(prev[:, j].astype(np.float64))
@@ -281,73 +287,23 @@ class ClusterDetector(BehaviorDetector):
             .otherwise(pl.lit(EXTERNAL))
         )
 
-    # -- live state: the last vector of each key (velocity) -------------------------------
+    # -- live state: the last vector of each key (velocity), shared per view --------------
 
-    def _reset_live(self) -> None:
-        self._lk = np.zeros(0, dtype=np.uint64)  # key hashes, sorted
-        self._lv = np.zeros((0, len(MEASURES)), dtype=np.float32)  # last log1p vector
-        self._lt = np.zeros(0, dtype=np.int64)  # its bucket, epoch seconds
-        self._evicted: int | None = None
-
-    def _prev_live(self, prep) -> np.ndarray:  # type: ignore[no-untyped-def]
-        prev = np.full(prep.n, -1, dtype=np.int64)
-        if self.velocity and len(self._lk):
-            heads = prep.heads
-            prev[heads] = lookup(self._lk, prep.keys[heads])
-        return prev
+    def _previous(self, batch: Batch, n: int) -> Previous:
+        if self.last is None:
+            return Previous(np.full(n, -1, dtype=np.int64), NO_VECTORS, np.zeros(0, np.int64))
+        return self.last.step(self, batch, self.trained_until)
 
     def observe(self, batch: Batch) -> None:
-        if not self.velocity:
-            return
-        self._evict()
-        rows = batch.log.get(self.view)
-        if rows is None or rows.height == 0:
-            return
-        prep = prepared(rows, self.view)
-        tails = prep.tails
-        keys, vec, when = prep.keys[tails], prep.X[tails], prep.buckets[tails]
-        pos = lookup(self._lk, keys)
-        old = pos >= 0
-        self._lv[pos[old]] = vec[old]
-        self._lt[pos[old]] = when[old]
-        if not old.all():
-            new = ~old
-            at = np.searchsorted(self._lk, keys[new])
-            self._lk = np.insert(self._lk, at, keys[new])
-            self._lv = np.ascontiguousarray(np.insert(self._lv, at, vec[new], axis=0))
-            self._lt = np.insert(self._lt, at, when[new])
-
-    def _evict(self) -> None:
-        """Forget last vectors older than the horizon, once per model version."""
-        if self.trained_until is None or self._evicted == self.version:
-            return
-        cutoff = (self.trained_until - timedelta(seconds=self._s.horizon)).timestamp()
-        keep = self._lt >= cutoff
-        if not keep.all():
-            self._lk, self._lv, self._lt = self._lk[keep], self._lv[keep], self._lt[keep]
-        self._evicted = self.version
+        if self.last is not None:
+            self.last.step(self, batch, self.trained_until)
 
     def live_state(self) -> dict[str, pa.Table]:
-        if not self.velocity:
-            return {}
-        cols = {f"v{j}": pa.array(self._lv[:, j]) for j in range(len(MEASURES))}
-        last = pa.table({"_key": pa.array(self._lk), "bucket": pa.array(self._lt), **cols})
-        probe = pa.table({"hash_probe": pa.array([hash_probe(self.view)], pa.uint64())})
-        return {"live_last": last, "live_probe": probe}
+        return self.last.tables() if self.last is not None else {}
 
     def load_live_state(self, state: dict[str, pa.Table]) -> None:
-        self._reset_live()
-        last, probe = state.get("live_last"), state.get("live_probe")
-        if not self.velocity or last is None or probe is None:
-            return
-        if probe.column("hash_probe")[0].as_py() != hash_probe(self.view):
-            return  # keys hash differently under this polars: start over
-        self._lk = last.column("_key").to_numpy().copy()
-        self._lt = last.column("bucket").to_numpy().copy()
-        cols = [last.column(f"v{j}").to_numpy() for j in range(len(MEASURES))]
-        self._lv = np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.float32)
-        if len(self._lv) == 0:
-            self._lv = np.zeros((0, len(MEASURES)), dtype=np.float32)
+        if self.last is not None:
+            self.last.load(state)
 
 
 def _model_label(mixture: bool, horizon: float, version: int, span_days: float) -> str:

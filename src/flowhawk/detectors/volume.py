@@ -13,8 +13,8 @@ protocol) of the behavioral log, per closed bucket:
   ``silence_buckets`` buckets), detected when the buckets close, alarmed once per
   silence (M6-M8 fire with it, since nothing was sent or received).
 
-The eight detectors share one trained baseline per training time (trained once, from
-the log history before the buckets being scored, by whichever runs first).
+The eight detectors share their baseline, the scoring of each closed range and the live
+state of silences through one :class:`~flowhawk.detectors.volume_core.VolumeCore`.
 """
 
 from __future__ import annotations
@@ -22,17 +22,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import ClassVar
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 from pydantic import Field
 
 from flowhawk import netaddr
 from flowhawk.behavior import baseline as bl
-from flowhawk.behavior.views import COMM
 from flowhawk.detectors.base import Batch, conform_alarms, empty_alarms
 from flowhawk.detectors.behavior_base import BehaviorDetector, BehaviorSettings
 from flowhawk.detectors.text import endpoint
+from flowhawk.detectors.volume_core import CoreKey, VolumeCore
 
 _SIDE = {"sent": "pkts_out", "recv": "pkts_in"}
 _WORD = {"sent": "sent", "recv": "received", "total": "sent and received"}
@@ -59,9 +58,6 @@ class VolumeSettings(BehaviorSettings):
     )
 
 
-_CACHE: dict[tuple, pl.DataFrame] = {}
-
-
 class VolumeDetector(BehaviorDetector):
     """One of M2-M9 (see the module docstring)."""
 
@@ -72,37 +68,31 @@ class VolumeDetector(BehaviorDetector):
 
     def __init__(self, settings, context) -> None:  # type: ignore[no-untyped-def]
         super().__init__(settings, context)
-        # regular keys: last active bucket, whether their current silence was alarmed
-        self.live = pl.DataFrame(schema=_LIVE)
+        s = self.settings
+        assert isinstance(s, VolumeSettings)
+        key = CoreKey(
+            bl.BaselineParams(
+                s.min_history,
+                s.seasonal_days,
+                s.false_alarm_budget,
+                s.floor,
+                s.regular_ratio,
+                s.regular_coverage,
+            ),
+            s.horizon,
+            s.retrain_every,
+            s.threshold,
+            s.min_packets,
+            s.silence_gaps,
+            s.silence_buckets,
+        )
+        self.core = VolumeCore.join(context, key, self, self.direction == "under")
 
     # -- model -------------------------------------------------------------------------
 
-    def _params(self) -> bl.BaselineParams:
-        s = self.settings
-        assert isinstance(s, VolumeSettings)
-        return bl.BaselineParams(
-            s.min_history,
-            s.seasonal_days,
-            s.false_alarm_budget,
-            s.floor,
-            s.regular_ratio,
-            s.regular_coverage,
-        )
-
     def train(self, history_until: datetime) -> dict[str, pl.DataFrame]:
-        hist = self.context.history
-        cache_key = (
-            getattr(hist, "root", id(hist)),
-            history_until,
-            self._params(),
-            self.settings.horizon,
-        )  # type: ignore[attr-defined]
-        if cache_key not in _CACHE:
-            rows = self.history("comm", history_until)
-            bucket = 60 if rows.height == 0 else _bucket_seconds(rows)
-            _CACHE.clear()  # the eight detectors share the latest training only
-            _CACHE[cache_key] = bl.train(rows, history_until, bucket, self._params())
-        return {"baseline": _CACHE[cache_key]}
+        model = self.core.baseline(history_until, lambda: self.history("comm", history_until))
+        return {"baseline": model}
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -110,26 +100,23 @@ class VolumeDetector(BehaviorDetector):
         model = self.model.get("baseline")
         if model is None or model.height == 0:
             return empty_alarms()
-        rows = batch.log.get("comm")
+        step = self.core.step(self, batch, model)
         alarms = []
-        if rows is not None and rows.height:
-            alarms.append(self._breaches(rows, model, batch.bucket_seconds))
-        if self.direction == "under":
-            alarms.append(self._silences(batch, model))
+        if step.candidates.height:
+            alarms.append(self._breaches(step.candidates, batch.bucket_seconds))
+        if self.direction == "under" and step.silent.height:
+            alarms.append(self._silences(step.silent, batch.bucket_seconds))
         alarms = [a for a in alarms if a.height]
         return conform_alarms(pl.concat(alarms)) if alarms else empty_alarms()
 
-    def _threshold(self, col: str) -> pl.Expr:
-        s = self.settings
-        assert isinstance(s, VolumeSettings)
-        return pl.lit(s.threshold, pl.Float64) if s.threshold is not None else pl.col(col)
+    def observe(self, batch: Batch) -> None:
+        self.core.step(self, batch, self.model.get("baseline"))
 
-    def _breaches(self, rows: pl.DataFrame, model: pl.DataFrame, bucket: int) -> pl.DataFrame:
+    def _breaches(self, z: pl.DataFrame, bucket: int) -> pl.DataFrame:
         s = self.settings
         assert isinstance(s, VolumeSettings)
-        z = bl.z_scores(bl.with_metrics(rows), model)
         if self.direction == "over":
-            thr = self._threshold("thr_hi")
+            thr = self.core.threshold("thr_hi")
             raw = {
                 "sent": pl.col("pkts_out"),
                 "recv": pl.col("pkts_in"),
@@ -138,7 +125,7 @@ class VolumeDetector(BehaviorDetector):
             hit = [(pl.col(f"z_{m}") > thr) & (raw[m] >= s.min_packets) for m in self.metrics]
             strength = pl.min_horizontal(*(pl.col(f"z_{m}") for m in self.metrics))
         else:
-            thr = self._threshold("thr_lo")
+            thr = self.core.threshold("thr_lo")
             hit = [(pl.col(f"lo_{m}") < -thr) for m in self.metrics]
             hit.append(pl.col("regular"))
             strength = -pl.max_horizontal(*(pl.col(f"lo_{m}") for m in self.metrics))
@@ -207,61 +194,7 @@ class VolumeDetector(BehaviorDetector):
             ),
         ).pipe(self._with_direction)
 
-    def _silent(self, batch: Batch, model: pl.DataFrame) -> pl.DataFrame:
-        """Silences of regular keys noticed in ``batch``'s closed range, one row each.
-
-        Every quiet stretch counts: from the key's last activity before the range (the
-        live state) and from each of its active buckets in the range, up to its next
-        active bucket or the end of the range. A silence is noticed at the first bucket
-        boundary past its allowance, if the key was still quiet then; so the same flows
-        give the same alarms however event time was cut into ranges. ``_open``: the
-        stretch still runs at the end of the range (alarmed once: the live state marks it).
-        """
-        s = self.settings
-        assert isinstance(s, VolumeSettings)
-        if batch.closed_until is None:
-            return pl.DataFrame()
-        regular = model.filter(pl.col("regular")).select(
-            "_key", "gap_max", "span_days", "total_med"
-        )
-        starts = [self.live.with_columns(_from_state=pl.lit(True))]
-        rows = batch.log.get("comm")
-        if rows is not None and rows.height:
-            active = (
-                rows.with_columns(bl.key_hash(rows))
-                .join(regular.select("_key"), on="_key", how="semi")
-                .select("_key", *COMM.key, last="bucket")
-                .with_columns(alarmed=pl.lit(False), _from_state=pl.lit(False))
-            )
-            starts.append(active.select(*_LIVE, "_from_state").cast(_LIVE))  # type: ignore[arg-type]
-        seq = pl.concat(starts, how="vertical").join(regular, on="_key", how="inner")
-        if seq.height == 0:
-            return pl.DataFrame()
-        until = pl.lit(batch.closed_until).cast(pl.Datetime("us", "UTC"))
-        seq = seq.sort("_key", "last").with_columns(
-            _next=pl.col("last").shift(-1).over("_key").fill_null(until)
-        )
-        allowed = pl.max_horizontal(
-            pl.col("gap_max") * s.silence_gaps, pl.lit(s.silence_buckets * batch.bucket_seconds)
-        )
-        b = batch.bucket_seconds
-        crossed = ((pl.col("last").dt.epoch("s") + b + allowed) // b + 1) * b
-        detected = pl.from_epoch(crossed.cast(pl.Int64), time_unit="s").dt.replace_time_zone("UTC")
-        return (
-            seq.with_columns(_det=detected, _allowed=allowed)
-            .filter(
-                (pl.col("_det") <= pl.col("_next"))
-                & (pl.col("_det") <= until)
-                & ~(pl.col("_from_state") & pl.col("alarmed"))
-            )
-            .with_columns(_open=pl.col("_next") == until)
-        )
-
-    def _silences(self, batch: Batch, model: pl.DataFrame) -> pl.DataFrame:
-        silent = self._silent(batch, model)
-        if silent.height == 0:
-            return empty_alarms()
-        b = batch.bucket_seconds
+    def _silences(self, silent: pl.DataFrame, b: int) -> pl.DataFrame:
         quiet_from = pl.col("last") + timedelta(seconds=b)
         allowed = pl.col("_allowed")
         gap = (pl.col("_det") - quiet_from).dt.total_seconds()
@@ -324,57 +257,20 @@ class VolumeDetector(BehaviorDetector):
             .otherwise(pl.lit("external"))
         ).drop("_src_in", "_dst_in")
 
-    # -- live state (regular keys: last active bucket) -----------------------------------
-
-    def _with_activity(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """Live state updated with the activity in ``rows`` (not stored)."""
-        model = self.model.get("baseline")
-        if model is None or model.height == 0:
-            return self.live
-        active = (
-            rows.with_columns(bl.key_hash(rows))
-            .join(model.filter(pl.col("regular")).select("_key"), on="_key", how="semi")
-            .group_by("_key")
-            .agg(*(pl.col(k).first() for k in COMM.key), pl.col("bucket").max())
-        )
-        active = active.rename({"bucket": "last"}).with_columns(alarmed=pl.lit(False))
-        merged = pl.concat([self.live, active.select(list(_LIVE))], how="vertical")
-        return merged.sort("last").unique("_key", keep="last", maintain_order=True)
-
-    def observe(self, batch: Batch) -> None:
-        rows = batch.log.get("comm")
-        if rows is not None and rows.height:
-            self.live = self._with_activity(rows)
-        if self.direction == "under" and batch.closed_until is not None and self.live.height:
-            model = self.model.get("baseline")
-            if model is not None and model.height:
-                silent = self._silent(batch, model)
-                if silent.height:
-                    keys = silent.filter(pl.col("_open")).get_column("_key")
-                    mark = pl.col("_key").is_in(keys.implode())
-                    self.live = self.live.with_columns(alarmed=pl.col("alarmed") | mark)
+    # -- state: the core holds one baseline and one live state for the group -----------
 
     def live_state(self) -> dict[str, pa.Table]:
-        return {"live": self.live.to_arrow()}
+        return self.core.live_tables() if self.direction == "under" else {}
+
+    def load_state(self, state: dict[str, pa.Table]) -> None:
+        super().load_state(state)
+        model = self.model.get("baseline")
+        if model is not None:
+            self.model["baseline"] = self.core.adopt(self.trained_until, model)
 
     def load_live_state(self, state: dict[str, pa.Table]) -> None:
-        table = state.get("live")
-        if table is not None:
-            df = pl.from_arrow(table)
-            assert isinstance(df, pl.DataFrame)
-            self.live = df.select(list(_LIVE)).cast(_LIVE)  # type: ignore[arg-type]
-
-
-_LIVE: dict[str, pl.DataType] = {
-    "_key": pl.UInt64(),
-    "site": pl.String(),
-    "src_ip": pl.String(),
-    "dst_ip": pl.String(),
-    "dst_port": pl.Int32(),
-    "proto": pl.Int16(),
-    "last": pl.Datetime("us", "UTC"),
-    "alarmed": pl.Boolean(),
-}
+        if self.direction == "under":
+            self.core.load_live(state)
 
 
 def _fmt(x: pl.Expr) -> pl.Expr:
@@ -384,11 +280,6 @@ def _fmt(x: pl.Expr) -> pl.Expr:
         .then(pl.concat_str([(x / 1e6).round(1).cast(pl.String), pl.lit(" M")]))
         .otherwise(x.round(0).cast(pl.Int64).cast(pl.String))
     )
-
-
-def _bucket_seconds(rows: pl.DataFrame) -> int:
-    diffs = np.diff(np.unique(rows.get_column("bucket").dt.epoch("s").to_numpy()))
-    return int(diffs.min()) if len(diffs) else 60
 
 
 def _make(
