@@ -14,11 +14,13 @@
   an internal service, a server to a workstation, a device to a new external address;
 - ``behavior_shift``: a device's mix changes: an internal scan (40-80 targets in
   2-6 min), an IoT device probing 40-100 external addresses on telnet (2-6 min), or
-  the DNS server answering one client with 15-40x larger responses (10-40 min);
+  a DNS tunnel: the DNS server answering one client with 15-40x larger responses
+  (10-40 min), each query forwarded to an upstream resolver and answered as large;
 - ``port_shift``: a server port suddenly gets 10-30 connections a minute from one new
   client (ssh brute force from the internet, RDP password spraying from a workstation);
-- ``icmp_burst``: a ping flood (30-100x the packets of a monitored ping, internal or
-  to the internet) or a ping sweep of 120-200 internal addresses.
+- ``icmp_burst``: a ping flood (30-100x the packets of a monitored ping: the one to
+  the internet when the site has it, else an internal one) or a ping sweep of 120-200
+  internal addresses.
 """
 
 from __future__ import annotations
