@@ -66,7 +66,11 @@ REAL = {
     "008": "labeled/stratosphere_scenarios/008-zeek-mixed/data/conn.log.labeled",
     "010": "labeled/stratosphere_scenarios/010-zeek-mixed/data/conn.log.labeled",
 }
-TABLE = pl.Config(tbl_cols=-1, tbl_rows=-1, tbl_width_chars=250, fmt_str_lengths=160)
+
+
+def table_config(**more: object) -> pl.Config:
+    """Print whole tables (a new Config each time: options apply when it is made)."""
+    return pl.Config(tbl_cols=-1, tbl_rows=-1, tbl_width_chars=250, fmt_str_lengths=160, **more)
 
 
 def analyze(flows: Path, cfg_file: Path | None, out: Path, fmt: str | None, **cfg) -> tuple:
@@ -168,7 +172,7 @@ def simulated(seed: int, days: int, grace: timedelta, tmp: Path) -> None:
                 "clean run alarms/day": clean.filter(pl.col("method") == m).height / clean_days,
             }
         )
-    with TABLE, pl.Config(float_precision=2):
+    with table_config(float_precision=2):
         print(pl.DataFrame(rows))
     beh = [r for r in rows if r["method"] in BEHAVIOR]
     n = sum(r["alarms"] for r in beh)
@@ -195,7 +199,7 @@ def simulated(seed: int, days: int, grace: timedelta, tmp: Path) -> None:
         .explode().drop_nulls().unique().sort().str.join(" ").alias("expected"),
     )  # fmt: skip
     table = expected.join(per, on="id", how="left").sort("id")
-    with TABLE:
+    with table_config():
         print(table)
 
 
@@ -227,7 +231,7 @@ def real(name: str, path: Path, learn_hours: float, tmp: Path) -> None:
         )
         order = {m: i for i, m in enumerate(METHODS)}
         by = by.sort(pl.col("method").replace_strict(order, default=99))
-        with TABLE, pl.Config(float_precision=2):
+        with table_config(float_precision=2):
             print(by)
 
 

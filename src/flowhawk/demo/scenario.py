@@ -30,14 +30,18 @@ HOARDER = "10.10.1.31"
 BROKER = "10.20.0.7"
 SENSORS = [f"10.20.1.{i}" for i in range(50, 54)]
 DEAD_SENSOR = SENSORS[-1]
+DNS_TUNNELER = "10.10.1.35"
+TUNNEL_PEER = "192.0.2.99"
 
 DAY = 24 * HOUR
 INCIDENTS = [
     ("09:00", f"{PATIENT_ZERO} starts beaconing to {C2}:8443 every 60 s (+-5 s)"),
     ("10:00", f"{HOARDER} pulls and pushes gigabytes over its usual SMB session to {FILES}"),
     ("14:00", f"rogue device {ROGUE} appears and connects to {ROGUE_PEER}:4444"),
+    ("15:00", f"{DNS_TUNNELER} tunnels data through DNS: 30 long queries a minute to {DNS}"),
     ("16:30", f"{PATIENT_ZERO} moves laterally: SMB and RDP to 12 workstations"),
     ("18:00", f"guarded database {DB} uploads ~200 MB to {DROP}:443"),
+    ("19:00", f"DNS server {DNS} tunnels data over ICMP to {TUNNEL_PEER} (large echoes)"),
     ("20:00", f"PLC {SILENT_PLC} goes silent (no more Modbus polls answered)"),
     ("21:00", f"MQTT sensor {DEAD_SENSOR} stops reporting to its broker {BROKER}:1883"),
 ]
@@ -231,6 +235,35 @@ def streams() -> list[Stream]:
         ping(SCADA, SILENT_PLC, start=DAY + 20 * HOUR, answered=0.0),
         ping(DNS, RESOLVER),
         # Incidents.
+        Stream(
+            "dns-tunnel",
+            [DNS_TUNNELER],
+            [DNS],
+            53,
+            17,
+            rate=1800,
+            profile=ALWAYS,
+            start=DAY + 15 * HOUR,
+            stop=DAY + 15 * HOUR + 1200,
+            service="dns",
+            req_bytes=(5.4, 0.1),
+            resp_bytes=(5.6, 0.1),
+            duration=(-5.0, 0.5),
+        ),
+        Stream(
+            "icmp-tunnel",
+            [DNS],
+            [TUNNEL_PEER],
+            2048,
+            1,
+            rate=1800,
+            profile=ALWAYS,
+            start=DAY + 19 * HOUR,
+            stop=DAY + 19.5 * HOUR,
+            req_bytes=(6.9, 0.1),
+            resp_bytes=(6.9, 0.1),
+            duration=(-6.0, 0.3),
+        ),
         Stream(
             "file-hoarding",
             [HOARDER],
