@@ -27,8 +27,9 @@ uniformly, ``--per-minute`` flows per minute.
    communication: packets and bytes each way, flows).
 2. State size. Live state (M1's first-seen sets, the volume detectors' last active
    bucket of regular keys, the velocity detectors' last vectors) and model tables,
-   measured as the Arrow size of the tables ``state()`` gives for a checkpoint and as
-   the Parquet files :class:`StateStore` writes, per tracked communication (target:
+   measured as the Arrow size of the tables ``state()`` gives for a checkpoint (views
+   of the detectors' own arrays: M1's first-seen sets are those tables, hashes and
+   times) and as the Parquet files :class:`StateStore` writes, per tracked communication (target:
    live state <= 200 bytes per key). At 1 M: the engine of part 1. At ``--state-keys``
    (default 10 M): built directly by the detectors' own code (M1 learns one flow of
    each communication; the log of those flows, all views, feeds every velocity
@@ -494,7 +495,7 @@ def state_tables(eng: DetectionEngine, data: Path) -> list[Row]:
     return out
 
 
-def report_state(title: str, tables: list[Row], keys: int, extra: int) -> float:
+def report_state(title: str, tables: list[Row], keys: int) -> float:
     """Print state tables grouped by detector family; returns live bytes per communication."""
     groups: dict[tuple[str, str], list[int]] = {}
     for comp, name, kind, rows, nbytes, disk in tables:
@@ -517,13 +518,12 @@ def report_state(title: str, tables: list[Row], keys: int, extra: int) -> float:
         )
     live = sum(t[4] for t in tables if t[2] == "live")
     live_disk = sum(t[5] for t in tables if t[2] == "live")
-    per = (live + extra) / keys
+    per = live / keys
     verdict = "met" if per <= TARGET_LIVE else "NOT met"
     print(
         f"  (rows and MiB: in memory, a table shared by detectors once; disk: every file)\n"
-        f"  live state: {live / 2**20:,.0f} MiB Arrow + {extra / 2**20:,.0f} MiB M1 hash "
-        f"indexes = {per:,.0f} B per communication in memory (target <= {TARGET_LIVE}: "
-        f"{verdict}); "
+        f"  live state: {live / 2**20:,.0f} MiB = {per:,.0f} B per communication in memory "
+        f"(target <= {TARGET_LIVE}: {verdict}); "
         + (f"{live_disk / keys:,.0f} B per communication on disk" if live_disk else "not written")
     )
     return per
@@ -550,11 +550,6 @@ def model_per_key(tables: list[Row]) -> float:
             f"({len(keys)} comm-view models x {each:.0f} B)"
         )
     return per
-
-
-def seen_index_bytes(m1: NewCommunication) -> int:
-    """The sorted hash arrays M1's first-seen sets keep in memory beside their tables."""
-    return sum(len(s) * 8 for s in (m1.comms, m1.client_services, m1.server_services, m1.hosts))
 
 
 def synthetic_state(n: int) -> tuple[float, float]:
@@ -585,13 +580,15 @@ def synthetic_state(n: int) -> tuple[float, float]:
     batch = Batch(flows.clear(), log, T0, T0 + timedelta(minutes=1), 60)
     del flows
     t = time.perf_counter()
-    for cls in CLUSTER_DETECTORS:
-        if not cls.velocity:
-            continue
-        det = cls(cls.Settings(), NET)
+    velocity = [cls(cls.Settings(), NET) for cls in CLUSTER_DETECTORS if cls.velocity]
+    held: dict[int, pa.Table] = {}  # M10 and M18 share the comm view's table: count it once
+    for det in velocity:
         det.observe(batch)
+    for det in velocity:
         for name, table in det.live_state().items():
-            tables.append((det.method, name, "live", table.num_rows, table.nbytes, 0))
+            nbytes = 0 if id(table) in held else table.nbytes
+            held[id(table)] = table
+            tables.append((det.method, name, "live", table.num_rows, nbytes, 0))
     print(f"  velocity detectors kept their last vectors in {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
     comm = log["comm"]
@@ -615,7 +612,7 @@ def synthetic_state(n: int) -> tuple[float, float]:
     )  # the schema of a clustering model's per-key table
     for m in ("M10", "M11", "M18", "M19"):
         tables.append((m, "model_keys", "model", keys.height, keys.to_arrow().nbytes, 0))
-    live = report_state(f"state at {n:,}", tables, len(m1.comms), seen_index_bytes(m1))
+    live = report_state(f"state at {n:,}", tables, len(m1.comms))
     return live, model_per_key(tables)
 
 
@@ -819,9 +816,7 @@ def main() -> None:
         regular = next(
             (d.model["baseline"] for d in eng.detectors if isinstance(d, VolumeDetector)), None
         )
-        live = report_state(
-            "state after the engine run", tables, len(m1.comms), seen_index_bytes(m1)
-        )
+        live = report_state("state after the engine run", tables, len(m1.comms))
         base = model_per_key(tables)
         summary.append(_state_line(len(m1.comms), live, base, "engine run"))
         if regular is not None and regular.height:

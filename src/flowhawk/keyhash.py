@@ -64,7 +64,11 @@ def stable_hash(
             arr = col.rechunk().to_arrow(compat_level=pl.CompatLevel.oldest())
             bufs = arr.buffers()
             offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
-            data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+            data = (
+                np.frombuffer(bufs[2], dtype=np.uint8)
+                if bufs[2] is not None
+                else np.zeros(0, np.uint8)
+            )
             _mix_strings(h, offsets, data, valid)
         else:
             _mix_ints(h, col.cast(pl.Int64).fill_null(0).to_numpy(), valid)

@@ -1,11 +1,12 @@
 """A set of keys with the event time each was first seen: the memory of "new" detectors.
 
-Keys are kept as columns (that is what is checkpointed); lookups go through a
-sorted array of 64-bit hashes of the keys, rebuilt from the keys when state is
-loaded, so a batch is checked in O(batch * log(set)) without rebuilding a join
-table of the whole set. A truly new key is taken for a seen one only if its hash
-collides with one of the n seen keys: probability about n / 2**64 per lookup
-(5e-13 for ten million keys).
+Only a stable 64-bit hash of each key is kept (:mod:`flowhawk.keyhash`), sorted, with
+its first-seen time beside it: 16 bytes a key, in memory and in checkpoints, and the
+same hash under every version of the libraries, so a checkpoint stays valid. A batch
+is checked in O(batch * log(set)) by binary search. A truly new key is taken for a
+seen one only if its hash collides with one of the n seen keys: probability about
+n / 2**64 per lookup (5e-13 for ten million keys). Checkpoints of earlier versions,
+which held the key columns, are read by hashing those columns.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import polars as pl
 import pyarrow as pa
 
 from flowhawk.detectors.base import UTC_US
-
-_SEED = 0x5EED
+from flowhawk.keyhash import stable_hash
 
 
 class SeenSet:
@@ -26,21 +26,20 @@ class SeenSet:
 
     def __init__(self, keys: Sequence[str], schema: dict[str, pl.DataType]):
         self.keys = list(keys)
-        self._schema = {**{k: schema[k] for k in self.keys}, "first_seen": UTC_US}
-        self._seen = pl.DataFrame(schema=self._schema)
+        self._types = {k: schema[k] for k in self.keys}
         self._hashes = np.zeros(0, dtype=np.uint64)  # sorted
-        self._chunks = 0
+        self._first = np.zeros(0, dtype=np.int64)  # first seen, epoch microseconds
 
     def __len__(self) -> int:
-        return self._seen.height
+        return len(self._hashes)
 
     @property
-    def table(self) -> pl.DataFrame:
-        return self._seen
+    def nbytes(self) -> int:
+        """Memory of the set."""
+        return self._hashes.nbytes + self._first.nbytes
 
     def _hash(self, rows: pl.DataFrame) -> np.ndarray:
-        cast = [pl.col(k).cast(self._schema[k]) for k in self.keys]
-        return rows.select(pl.struct(cast).hash(_SEED)).to_series().to_numpy()
+        return stable_hash(rows, self.keys, self._types)
 
     def _known(self, hashes: np.ndarray) -> np.ndarray:
         if len(self._hashes) == 0:
@@ -71,37 +70,41 @@ class SeenSet:
             pick = np.zeros(0, dtype=np.int64)
         new = rows[pick]
         if remember and new.height:
-            self._insert(new, hashes[pick], time_col)
+            times = new.get_column(time_col).cast(UTC_US).dt.epoch("us").to_numpy()
+            self._insert(hashes[pick], times)
         return new
 
     def add(self, rows: pl.DataFrame, time_col: str = "ts_start") -> None:
         """Remember the keys of ``rows`` (first occurrence times kept)."""
         self.first_new(rows, time_col, remember=True)
 
-    def _insert(self, new: pl.DataFrame, hashes: np.ndarray, time_col: str) -> None:
-        fresh = new.select(
-            [
-                *(pl.col(k).cast(self._schema[k]) for k in self.keys),
-                pl.col(time_col).cast(UTC_US).alias("first_seen"),
-            ]
-        )
-        self._seen = pl.concat([self._seen, fresh], how="vertical", rechunk=False)
-        # Two sorted runs: the stable sort (timsort) merges them in linear time.
-        self._hashes = np.sort(np.concatenate([self._hashes, np.sort(hashes)]), kind="stable")
-        self._chunks += 1
-        if self._chunks >= 64:  # few large chunks keep later scans fast
-            self._seen = self._seen.rechunk()
-            self._chunks = 0
+    def _insert(self, hashes: np.ndarray, times: np.ndarray) -> None:
+        order = np.argsort(hashes, kind="stable")
+        hashes, times = hashes[order], times[order]
+        at = np.searchsorted(self._hashes, hashes)
+        self._hashes = np.insert(self._hashes, at, hashes)
+        self._first = np.insert(self._first, at, times)
 
     def to_arrow(self) -> pa.Table:
-        return self._seen.to_arrow()
+        return pa.table(
+            {
+                "hash": pa.array(self._hashes, pa.uint64()),
+                "first_seen": pa.array(self._first, pa.int64()).cast(pa.timestamp("us", "UTC")),
+            }
+        )
 
     def load(self, table: pa.Table | None) -> None:
+        self._hashes = np.zeros(0, dtype=np.uint64)
+        self._first = np.zeros(0, dtype=np.int64)
         if table is None or table.num_rows == 0:
-            self._seen = pl.DataFrame(schema=self._schema)
-            self._hashes = np.zeros(0, dtype=np.uint64)
             return
         df = pl.from_arrow(table)
         assert isinstance(df, pl.DataFrame)
-        self._seen = df.select([pl.col(c).cast(t) for c, t in self._schema.items()])
-        self._hashes = np.sort(self._hash(self._seen))
+        first = df.get_column("first_seen").cast(UTC_US).dt.epoch("us").to_numpy()
+        if "hash" in df.columns:
+            hashes = df.get_column("hash").cast(pl.UInt64).to_numpy()
+        else:  # an earlier checkpoint: the key columns themselves
+            hashes = self._hash(df)
+        order = np.argsort(hashes, kind="stable")
+        self._hashes = np.ascontiguousarray(hashes[order])
+        self._first = np.ascontiguousarray(first[order])
