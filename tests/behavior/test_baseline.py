@@ -221,7 +221,7 @@ def test_threshold_allows_at_most_the_budget_of_its_own_history(budget):
 
 def test_threshold_with_little_history_stays_above_every_past_score():
     rng = np.random.default_rng(5)
-    n = 200  # fewer than 10 / budget buckets
+    n = 200  # fewer than 10 / budget buckets: the tail is extrapolated
     sent = np.maximum(rng.lognormal(4, 1.0, n), 1).astype(int).tolist()
     rows = _rows(_minutes(DAY, n), sent, 7, "10.0.0.1")
     p = bl.BaselineParams(floor=0.1)
@@ -229,8 +229,12 @@ def test_threshold_with_little_history_stays_above_every_past_score():
     hi_rate, lo_rate, m = _alarm_rates(rows, model)
     assert hi_rate == 0.0 and lo_rate == 0.0
     z = bl.z_scores(bl.with_metrics(rows), model)
-    top = z.select(pl.max_horizontal("z_sent", "z_recv", "z_total").max()).item()
-    assert m["thr_hi"] == pytest.approx(1.25 * top, rel=1e-5)
+    hi = np.sort(z.select(pl.max_horizontal("z_sent", "z_recv", "z_total")).to_series())[::-1]
+    # the tail beyond the 20 largest (10 %) past scores, extrapolated to the budget
+    k, u = 20, hi[19]
+    want = u + (hi[:k] - u).sum() / (k - 1) * np.log(k / (n * p.budget))
+    assert m["thr_hi"] == pytest.approx(want, rel=1e-5)
+    assert m["thr_hi"] > hi[0] * 1.25, "well above every past score"
 
 
 def test_threshold_never_below_the_floor():

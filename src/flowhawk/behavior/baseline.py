@@ -17,8 +17,12 @@ For every communication with enough history (``min_history`` active buckets):
   was active in at least ``regular_coverage`` of those hours and its 95th percentile gap
   is at most ``regular_ratio`` times the median: heartbeats, polls, reports, not office
   traffic that sleeps at night. Underflow and silence apply to regular keys only.
-- thresholds: with fewer past buckets than ``10 / budget`` the budget quantile is just
-  the largest past score, so the threshold is also kept 25 % above that largest score.
+- thresholds where the history is too short to hold the budget (fewer than
+  ``10 / budget`` buckets): the budget quantile would be about the largest past score,
+  which a new bucket of the same behavior beats with probability 1/n, so the tail is
+  extrapolated instead (peaks over threshold, as in SPOT): an exponential tail fitted
+  to the k largest scores (10 % of them, 5-200) gives ``u + mean excess x
+  ln(k / (n x budget))``, ``u`` the k-th largest, never below the largest past score.
 
 Keys are identified by a 64-bit hash of the view's key columns (collisions: about
 n^2/2^65 pairs), so the model table holds numbers only: about 100 bytes per key.
@@ -134,16 +138,8 @@ def train(
     past = z_scores(h.select("_key", "_part", *METRICS), model)
     hi = pl.max_horizontal(*(f"z_{m}" for m in METRICS))
     lo = -pl.min_horizontal(*(f"lo_{m}" for m in METRICS))
-    few = pl.len() < 10 / p.budget
     tuned = past.group_by("_key").agg(
-        pl.when(few)
-        .then(pl.max_horizontal(hi.quantile(1 - p.budget), hi.max() * 1.25))
-        .otherwise(hi.quantile(1 - p.budget))
-        .alias("thr_hi"),
-        pl.when(few)
-        .then(pl.max_horizontal(lo.quantile(1 - p.budget), lo.max() * 1.25))
-        .otherwise(lo.quantile(1 - p.budget))
-        .alias("thr_lo"),
+        _tail(hi, p.budget).alias("thr_hi"), _tail(lo, p.budget).alias("thr_lo")
     )
     model = model.join(tuned, on="_key").with_columns(
         pl.col("thr_hi").clip(lower_bound=p.floor),
@@ -156,6 +152,25 @@ def train(
         thr_hi=_up32(model.get_column("thr_hi")), thr_lo=_up32(model.get_column("thr_lo"))
     )
     return model.select(_COLUMNS).cast(_TYPES)
+
+
+def _tail(score: pl.Expr, budget: float) -> pl.Expr:
+    """The ``1 - budget`` quantile of a key's past scores when they hold at least ten
+    scores above it; else extrapolated from an exponential tail fitted to its k largest
+    scores (peaks over threshold, k = 10 % of them within 5-200): the k-th largest ``u``
+    plus the mean excess over it times ``ln(k / (n * budget))``, never below the
+    largest past score."""
+    n = pl.len().cast(pl.Float64)
+    k = (n * 0.1).round().clip(5, 200).cast(pl.Int64)
+    top = score.top_k(k)
+    u = top.min()
+    excess = (top.sum() - u * top.len()) / (top.len() - 1).clip(lower_bound=1)
+    reach = (k.cast(pl.Float64) / (n * budget)).log().clip(lower_bound=0.0)
+    return (
+        pl.when(n * budget >= 10)
+        .then(score.quantile(1 - budget))
+        .otherwise(pl.max_horizontal(u + excess * reach, score.max()))
+    )
 
 
 def _up32(x: pl.Series) -> pl.Series:
