@@ -87,7 +87,7 @@ from flowhawk.detectors.clusters import (  # noqa: E402
     MixtureSettings,
 )
 from flowhawk.detectors.clusters_features import prepared  # noqa: E402
-from flowhawk.detectors.clusters_model import Params, Spec, train  # noqa: E402
+from flowhawk.detectors.clusters_model import Spec, train  # noqa: E402
 from flowhawk.detectors.newcomm import NewCommunication  # noqa: E402
 from flowhawk.detectors.volume import (  # noqa: E402
     UNDERFLOW_ALL,
@@ -677,21 +677,6 @@ def history_log(keys: int, rows: int, days: int = 30) -> pl.DataFrame:
     )
 
 
-def params_of(s: ClusterSettings) -> Params:
-    """The training parameters a clustering detector with settings ``s`` uses."""
-    return Params(
-        min_history=s.min_history,
-        budget=s.false_alarm_budget,
-        min_threshold=s.min_threshold,
-        min_clusters=s.min_clusters,
-        max_clusters=s.max_clusters,
-        sample_rows=s.sample_rows,
-        select_rows=s.select_rows,
-        seed=s.seed,
-        jumps=s.jumps,
-    )
-
-
 def bench_training(keys: int, rows: int, velocity_models: bool, days: int = 30) -> dict[str, float]:
     """Time the volume baseline and the comm view's clustering models (k-means and Gaussian
     mixture, of magnitude; with ``velocity_models`` of velocity too) on a 30-day log."""
@@ -735,7 +720,7 @@ def bench_training(keys: int, rows: int, velocity_models: bool, days: int = 30) 
             for mixture in (False, True):
                 s = MixtureSettings() if mixture else ClusterSettings()
                 t = time.perf_counter()
-                model = train(hist, Spec("comm", velocity, mixture), params_of(s), until)
+                model = train(hist, Spec("comm", velocity, mixture), s.params(), until)
                 info = model["info"].row(0, named=True)
                 kind = "velocity " if velocity else "magnitude"
                 took[f"{kind.strip()} {info['model']}"] = spent = time.perf_counter() - t

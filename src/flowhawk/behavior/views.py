@@ -133,31 +133,7 @@ def aggregate(flows: pl.DataFrame, bucket_seconds: int = 60) -> dict[str, pl.Dat
         ),
     }
     # Device views: each internal endpoint as itself (sent = what it sent).
-    common = ("_c_bucket", "_c_site", "proto", "direction", "_dur")
-    ends = pl.concat(
-        [
-            f.filter(pl.col("src_internal")).select(
-                *common,
-                _c_ip=pl.col("_c_src_ip"),
-                peer=pl.col("_c_dst_ip"),
-                port=pl.col("dst_port"),
-                p_out=pl.col("src_pkts"),
-                p_in=pl.col("dst_pkts"),
-                b_out=pl.col("src_bytes"),
-                b_in=pl.col("dst_bytes"),
-            ),
-            f.filter(pl.col("dst_internal")).select(
-                *common,
-                _c_ip=pl.col("_c_dst_ip"),
-                peer=pl.col("_c_src_ip"),
-                port=pl.col("dst_port"),
-                p_out=pl.col("dst_pkts"),
-                p_in=pl.col("src_pkts"),
-                b_out=pl.col("dst_bytes"),
-                b_in=pl.col("src_bytes"),
-            ),
-        ]
-    )
+    ends = pl.concat([_endpoint(f, "src", "dst"), _endpoint(f, "dst", "src")])
     dev = _measures("p_out", "p_in", "b_out", "b_in", "peer", "port")
     out["device"] = codes.group(ends, ("bucket", *DEVICE.key), dev)
     for (scope, proto), view in DEVICE_PROTO.items():
@@ -170,6 +146,24 @@ def aggregate(flows: pl.DataFrame, bucket_seconds: int = 60) -> dict[str, pl.Dat
         dir_rule = pl.col("direction") == ("north-south" if scope == "ext" else "east-west")
         out[view.name] = codes.group(ends.filter(proto_rule & dir_rule), ("bucket", *view.key), dev)
     return {name: _typed(df, BY_NAME[name]) for name, df in out.items()}
+
+
+def _endpoint(f: pl.DataFrame, me: str, other: str) -> pl.DataFrame:
+    """The flows of ``f`` whose ``me`` side (src or dst) is internal, as that device's."""
+    return f.filter(pl.col(f"{me}_internal")).select(
+        "_c_bucket",
+        "_c_site",
+        "proto",
+        "direction",
+        "_dur",
+        _c_ip=pl.col(f"_c_{me}_ip"),
+        peer=pl.col(f"_c_{other}_ip"),
+        port=pl.col("dst_port"),
+        p_out=pl.col(f"{me}_pkts"),
+        p_in=pl.col(f"{other}_pkts"),
+        b_out=pl.col(f"{me}_bytes"),
+        b_in=pl.col(f"{other}_bytes"),
+    )
 
 
 #: The dictionary of each key column (addresses share one).

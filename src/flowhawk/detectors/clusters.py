@@ -88,6 +88,20 @@ class ClusterSettings(BehaviorSettings):
         ),
     )
 
+    def params(self) -> Params:
+        """The training parameters these settings give."""
+        return Params(
+            min_history=self.min_history,
+            budget=self.false_alarm_budget,
+            min_threshold=self.min_threshold,
+            min_clusters=self.min_clusters,
+            max_clusters=self.max_clusters,
+            sample_rows=self.sample_rows,
+            select_rows=self.select_rows,
+            seed=self.seed,
+            jumps=self.jumps,
+        )
+
 
 class MixtureSettings(ClusterSettings):
     min_clusters: int = Field(
@@ -132,18 +146,7 @@ class ClusterDetector(BehaviorDetector):
         )
 
     def _params(self) -> Params:
-        s = self._s
-        return Params(
-            min_history=s.min_history,
-            budget=s.false_alarm_budget,
-            min_threshold=s.min_threshold,
-            min_clusters=s.min_clusters,
-            max_clusters=s.max_clusters,
-            sample_rows=s.sample_rows,
-            select_rows=s.select_rows,
-            seed=s.seed,
-            jumps=s.jumps,
-        )
+        return self._s.params()
 
     def _model(self) -> Model | None:
         if self._compiled_from is not self.model:

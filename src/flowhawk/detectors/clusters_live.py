@@ -68,9 +68,9 @@ class LastVectors:
 
     def _advance(self, batch: Batch, trained_until: datetime | None) -> Previous:
         rows = batch.log.get(self.view)
+        prep = prepared(rows, self.view) if rows is not None and rows.height else None
         found = _NONE
-        if rows is not None and rows.height:
-            prep = prepared(rows, self.view)
+        if prep is not None:
             prev = np.full(prep.n, -1, dtype=np.int64)
             if len(self.keys):
                 heads = prep.heads
@@ -81,8 +81,8 @@ class LastVectors:
             else:
                 found = Previous(prev, _NONE.vectors, _NONE.times)
         self._evict(trained_until)
-        if rows is not None and rows.height:
-            self._remember(prepared(rows, self.view))
+        if prep is not None:
+            self._remember(prep)
         self.through = batch.closed_until
         self._tables = None
         return found

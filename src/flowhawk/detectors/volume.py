@@ -31,9 +31,8 @@ from flowhawk.behavior import baseline as bl
 from flowhawk.detectors.base import Batch, conform_alarms, empty_alarms
 from flowhawk.detectors.behavior_base import BehaviorDetector, BehaviorSettings
 from flowhawk.detectors.text import endpoint
-from flowhawk.detectors.volume_core import CoreKey, VolumeCore
+from flowhawk.detectors.volume_core import RAW, CoreKey, VolumeCore
 
-_SIDE = {"sent": "pkts_out", "recv": "pkts_in"}
 _WORD = {"sent": "sent", "recv": "received", "total": "sent and received"}
 
 
@@ -113,21 +112,13 @@ class VolumeDetector(BehaviorDetector):
         self.core.step(self, batch, self.model.get("baseline"))
 
     def _breaches(self, z: pl.DataFrame, bucket: int) -> pl.DataFrame:
-        s = self.settings
-        assert isinstance(s, VolumeSettings)
         if self.direction == "over":
             thr = self.core.threshold("thr_hi")
-            raw = {
-                "sent": pl.col("pkts_out"),
-                "recv": pl.col("pkts_in"),
-                "total": pl.col("pkts_out") + pl.col("pkts_in"),
-            }
-            hit = [(pl.col(f"z_{m}") > thr) & (raw[m] >= s.min_packets) for m in self.metrics]
+            hit = [self.core.over(m) for m in self.metrics]
             strength = pl.min_horizontal(*(pl.col(f"z_{m}") for m in self.metrics))
         else:
             thr = self.core.threshold("thr_lo")
-            hit = [(pl.col(f"lo_{m}") < -thr) for m in self.metrics]
-            hit.append(pl.col("regular"))
+            hit = [self.core.under(m) for m in self.metrics]
             strength = -pl.max_horizontal(*(pl.col(f"lo_{m}") for m in self.metrics))
         found = z.filter(pl.all_horizontal(*hit)).with_columns(_strength=strength, _thr=thr)
         if found.height == 0:
@@ -136,8 +127,7 @@ class VolumeDetector(BehaviorDetector):
 
     def _explain(self, f: pl.DataFrame, bucket: int) -> pl.DataFrame:
         lead = self.metrics[0] if len(self.metrics) == 1 else "total"
-        col = _SIDE.get(lead)
-        observed = (pl.col("pkts_out") + pl.col("pkts_in")) if col is None else pl.col(col)
+        observed = RAW[lead]
         expected = (pl.col(f"{lead}_med") + pl.col("_season")).exp() - 1
         factor = pl.col(f"{lead}_mad").exp()
         horizon = bl.horizon_label(pl.col("span_days"))

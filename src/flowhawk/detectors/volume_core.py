@@ -43,7 +43,7 @@ LIVE: dict[str, pl.DataType] = {
     "alarmed": pl.Boolean(),
 }
 log = logging.getLogger("flowhawk.detectors.volume")
-_RAW = {
+RAW = {  # packets of each metric
     "sent": pl.col("pkts_out"),
     "recv": pl.col("pkts_in"),
     "total": pl.col("pkts_out") + pl.col("pkts_in"),
@@ -146,13 +146,20 @@ class VolumeCore:
         t = self.key.threshold
         return pl.lit(t, pl.Float64) if t is not None else pl.col(col)
 
+    def over(self, metric: str) -> pl.Expr:
+        """Overflow of ``metric`` in z-scored rows: above threshold, enough packets."""
+        return (pl.col(f"z_{metric}") > self.threshold("thr_hi")) & (
+            RAW[metric] >= self.key.min_packets
+        )
+
+    def under(self, metric: str) -> pl.Expr:
+        """Underflow of ``metric`` in z-scored rows of a regular key."""
+        return (pl.col(f"lo_{metric}") < -self.threshold("thr_lo")) & pl.col("regular")
+
     def _candidates(self, keyed: pl.DataFrame, model: pl.DataFrame) -> pl.DataFrame:
         """Rows past the overflow or underflow threshold of at least one metric."""
-        z = bl.z_scores(keyed, model)
-        hi, lo = self.threshold("thr_hi"), self.threshold("thr_lo")
-        over = [(pl.col(f"z_{m}") > hi) & (_RAW[m] >= self.key.min_packets) for m in _RAW]
-        under = pl.any_horizontal(*(pl.col(f"lo_{m}") < -lo for m in _RAW)) & pl.col("regular")
-        return z.filter(pl.any_horizontal(*over) | under)
+        tests = [*(self.over(m) for m in RAW), *(self.under(m) for m in RAW)]
+        return bl.z_scores(keyed, model).filter(pl.any_horizontal(*tests))
 
     # -- silences (underflow) ------------------------------------------------------------
 
