@@ -77,8 +77,8 @@ import pyarrow as pa  # noqa: E402
 import flowhawk.engine as engine_module  # noqa: E402
 from flowhawk import config  # noqa: E402
 from flowhawk.behavior import baseline as bl  # noqa: E402
+from flowhawk.behavior.aggregate import aggregate  # noqa: E402
 from flowhawk.behavior.log import LogStore  # noqa: E402
-from flowhawk.behavior.views import aggregate  # noqa: E402
 from flowhawk.detectors import DETECTORS  # noqa: E402
 from flowhawk.detectors.base import Batch, DetectorContext  # noqa: E402
 from flowhawk.detectors.clusters import (  # noqa: E402

@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 import polars as pl
 import pyarrow as pa
 
+from flowhawk.behavior.aggregate import aggregate
 from flowhawk.behavior.log import BucketBuffer, LogStore, ceil_time
-from flowhawk.behavior.views import aggregate
 from flowhawk.config import Config
 from flowhawk.detectors import DETECTORS
 from flowhawk.detectors.base import Batch, Detector, DetectorContext, empty_alarms

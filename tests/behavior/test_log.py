@@ -7,8 +7,9 @@ from pathlib import Path
 
 import polars as pl
 
+from flowhawk.behavior.aggregate import aggregate
 from flowhawk.behavior.log import BucketBuffer, LogStore, ceil_time, close_to_log, floor_time
-from flowhawk.behavior.views import BY_NAME, MEASURES, aggregate
+from flowhawk.behavior.views import BY_NAME, MEASURES
 from tests.flowbuild import T0, at, canonical
 
 A, X = "10.0.0.1", "203.0.113.7"

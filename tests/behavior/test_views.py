@@ -12,6 +12,7 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
+from flowhawk.behavior.aggregate import aggregate
 from flowhawk.behavior.views import (
     BY_NAME,
     COMM,
@@ -20,7 +21,6 @@ from flowhawk.behavior.views import (
     MEASURES,
     UTC_US,
     VIEWS,
-    aggregate,
     empty,
 )
 from tests.flowbuild import T0, at, canonical

@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from flowhawk.behavior.views import BY_NAME, VIEWS, aggregate
+from flowhawk.behavior.aggregate import aggregate
+from flowhawk.behavior.views import BY_NAME, VIEWS
 from flowhawk.sim import KINDS
 from flowhawk.sim.labels import CLUSTER_METHODS, KEY_COLUMNS, LABEL_COLUMNS, view_log
 

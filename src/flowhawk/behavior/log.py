@@ -20,7 +20,8 @@ import polars as pl
 import pyarrow as pa
 
 from flowhawk.archive import apply_retention, write_atomic
-from flowhawk.behavior.views import BY_NAME, aggregate
+from flowhawk.behavior.aggregate import aggregate
+from flowhawk.behavior.views import BY_NAME
 
 
 def floor_time(t: datetime, seconds: int) -> datetime:

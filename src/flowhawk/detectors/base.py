@@ -133,7 +133,7 @@ class Batch:
     @classmethod
     def of_flows(cls, flows: pl.DataFrame, bucket_seconds: int = 60) -> Batch:
         """A step holding ``flows`` whose buckets are all complete (tests, whole files)."""
-        from flowhawk.behavior.views import aggregate
+        from flowhawk.behavior.aggregate import aggregate
 
         if flows.height == 0:
             return cls(flows, {}, None, None, bucket_seconds)

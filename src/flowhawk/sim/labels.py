@@ -216,11 +216,11 @@ def view_log(
     flows: pl.DataFrame, view: View, bucket: int = BUCKET, keys: pl.DataFrame | None = None
 ) -> pl.DataFrame:
     """The rows of one view (of ``keys`` only, if given), as
-    :func:`flowhawk.behavior.views.aggregate` makes them, unsorted: one view instead of
+    :func:`flowhawk.behavior.aggregate.aggregate` makes them, unsorted: one view instead of
     all (a test holds the two to the same result)."""
     f = flows.with_columns(
         bucket=bucket_of(pl.col("ts_start"), bucket),
-        _dur=(pl.col("ts_end") - pl.col("ts_start")).dt.total_microseconds() / 1e6,
+        _dur=(pl.col("ts_end") - pl.col("ts_start")).dt.total_microseconds(),
     )
     sides = {
         "comm": ("src", "dst", pl.lit(1), pl.col("src_port")),
@@ -243,7 +243,7 @@ def view_log(
         pl.len().alias("flows"),
         peer.n_unique().alias("peers"),
         port.n_unique().alias("ports"),
-        pl.col("_dur").sum().alias("duration"),
+        (pl.col("_dur").sum() / 1e6).alias("duration"),
     )
     return df.select(
         pl.col("bucket").cast(UTC_US),
