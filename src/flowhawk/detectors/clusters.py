@@ -44,7 +44,8 @@ from flowhawk.detectors.base import UTC_US, Batch, conform_alarms, empty_alarms
 from flowhawk.detectors.behavior_base import BehaviorDetector, BehaviorSettings
 from flowhawk.detectors.clusters_features import prepared
 from flowhawk.detectors.clusters_live import NO_VECTORS, LastVectors, Previous
-from flowhawk.detectors.clusters_model import Model, Params, Scores, Spec, jumps, train
+from flowhawk.detectors.clusters_model import Model, Params, Spec, train
+from flowhawk.detectors.clusters_scan import Hits, Rule, scan
 from flowhawk.schema import EAST_WEST, EXTERNAL, NORTH_SOUTH
 
 
@@ -163,42 +164,31 @@ class ClusterDetector(BehaviorDetector):
             return empty_alarms()
         prep = prepared(rows, self.view)
         before = self._previous(batch, prep.n)
-        prev_l = before.prev
-        s = model.score(prep, prev_l, before.vectors)
-        thr = self._thresholds(s.threshold, rows, prep.order)
-        p = self._params()
-        jumped = s.nearest != s.own
-        jump = jumps(jumped, s.used, s.history, s.value, p) if p.jumps else np.zeros(prep.n, bool)
-        with np.errstate(invalid="ignore"):
-            hit = s.known & (s.history >= p.min_history) & ((s.value > thr) | jump)
-            hit &= s.value / (1.0 + s.value) >= self._s.min_score
-        idx = np.flatnonzero(hit)
-        if len(idx) == 0:
+        hits = scan(model, prep, before, self._rule(rows, prep.order))
+        if len(hits.idx) == 0:
             return empty_alarms()
-        return self._alarms(rows, prep, model, s, thr, idx, before, batch.bucket_seconds)
+        return self._alarms(rows, prep, model, hits, before, batch.bucket_seconds)
 
-    def _thresholds(self, tuned: np.ndarray, rows: pl.DataFrame, order: np.ndarray) -> np.ndarray:
+    def _rule(self, rows: pl.DataFrame, order: np.ndarray) -> Rule:
         s = self._s
-        thr = tuned if s.threshold is None else np.full(len(tuned), s.threshold)
+        per_row = None
         if s.site_thresholds:
             site = rows.get_column("site").replace_strict(
                 s.site_thresholds, default=None, return_dtype=pl.Float64
             )
-            by_site = site.to_numpy()[order]
-            thr = np.where(np.isnan(by_site), thr, by_site)
-        return thr
+            per_row = np.ascontiguousarray(site.to_numpy()[order], dtype=np.float64)
+        return Rule(self._params(), s.threshold, per_row, s.min_score)
 
-    def _alarms(self, rows, prep, model, s: Scores, thr, idx, before: Previous, bucket_s):  # type: ignore[no-untyped-def]
-        v = s.value[idx].astype(np.float64)
-        own = s.own[idx]
+    def _alarms(self, rows, prep, model, h: Hits, before: Previous, bucket_s):  # type: ignore[no-untyped-def]
+        idx, own = h.idx, h.own
         centre = model.centre(own)[:, : len(MEASURES)]
         extra: dict[str, object] = {
-            "_v": v,
-            "_thr": thr[idx].astype(np.float64),
-            "_jump": s.nearest[idx] != own,
+            "_v": h.value.astype(np.float64),
+            "_thr": h.threshold,
+            "_jump": h.nearest != own,
             "_k": own + 1,
-            "_n": s.history[idx],
-            "_used": s.used[idx],
+            "_n": h.history,
+            "_used": h.used,
         }
         if self.velocity:
             pb, pl_ = prep.prev[idx], before.prev[idx]

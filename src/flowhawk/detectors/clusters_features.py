@@ -3,9 +3,12 @@
 A frame of log rows of one view becomes a :class:`Prepared`: its rows sorted by key
 (a 64-bit hash of the view's key columns) then bucket, the ``log1p`` of the
 :data:`~flowhawk.behavior.views.MEASURES` as float32, and for each row the previous
-row of the same key in the frame. Several detectors read the same view of the same
-closed buckets (four read ``comm``), so the preparation of a frame is cached for as
-long as the frame lives and done once.
+row of the same key in the frame (the arrays are filled by the numba kernels of
+:mod:`~flowhawk.detectors.clusters_rows`; the ``log1p`` is the float32 one polars
+gives). Several detectors read the same view of the same closed buckets (four read
+``comm``), so the preparation of a frame is cached for as long as the frame lives and
+done once, and so are the rich vectors' non-linear features its two Gaussian mixtures
+use.
 
 Keys are hashed with polars (stable within a polars version); each model stores the
 hash of a fixed probe key, and a model or live state restored under a polars whose
@@ -15,7 +18,7 @@ hash differs is discarded rather than trusted (:func:`hash_probe`).
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -66,10 +69,21 @@ class Prepared:
     X: np.ndarray  # float32 (n, 8): log1p of the measures
     prev: np.ndarray  # int64: previous sorted position of the same key, or -1
     group: np.ndarray  # int64: key number (0, 1, ...) of each sorted position
+    _extras: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def n(self) -> int:
         return len(self.keys)
+
+    @property
+    def extras(self) -> np.ndarray:
+        """float64 (n, 3): the non-linear features of each row's rich vector (computed
+        once, for the Gaussian mixtures of the view)."""
+        if self._extras is None:
+            from flowhawk.detectors.clusters_scan import extras
+
+            self._extras = extras(self.X)
+        return self._extras
 
     @property
     def heads(self) -> np.ndarray:
@@ -86,24 +100,44 @@ class Prepared:
 
 def prepare(rows: pl.DataFrame, view: str) -> Prepared:
     """Arrays of ``rows`` (log rows of ``view``)."""
-    cols = rows.lazy().select(
-        key_hash(view),
-        pl.col("bucket").dt.epoch("s").alias("_b"),
-        *[pl.col(m).cast(pl.Float32).log1p() for m in MEASURES],
-    )
-    df = cols.with_row_index("_row").sort("_key", "_b").collect()
-    keys = df.get_column("_key").to_numpy()
-    new = np.ones(len(keys), dtype=bool)
-    new[1:] = keys[1:] != keys[:-1]
-    pos = np.arange(len(keys), dtype=np.int64)
-    return Prepared(
-        order=df.get_column("_row").to_numpy().astype(np.int64),
-        keys=keys,
-        buckets=df.get_column("_b").to_numpy(),
-        X=np.ascontiguousarray(df.select(MEASURES).to_numpy().astype(np.float32, copy=False)),
-        prev=np.where(new, -1, pos - 1),
-        group=np.cumsum(new) - 1,
-    )
+    from flowhawk.detectors import clusters_rows as kern
+
+    cols = rows.select(key_hash(view), pl.col("bucket").dt.epoch("s").alias("_b"))
+    keys = readonly(cols.get_column("_key").to_numpy())
+    X = np.empty((rows.height, len(MEASURES)), dtype=np.float32)
+    table = _log1p_table()
+    for j, m in enumerate(MEASURES):
+        kern.log1p_into(readonly(rows.get_column(m).to_numpy()), table, X, j)
+    n = rows.height
+    out = Prepared(
+        order=np.empty(n, dtype=np.int64),
+        keys=np.empty(n, dtype=np.uint64),
+        buckets=np.empty(n, dtype=np.int64),
+        X=np.empty((n, len(MEASURES)), dtype=np.float32),
+        prev=np.empty(n, dtype=np.int64),
+        group=np.empty(n, dtype=np.int64),
+    )  # allocated by numpy (large pages where the system has them), filled by numba
+    buckets = readonly(cols.get_column("_b").to_numpy())
+    kern.arrange(keys, buckets, X, out.order, out.keys, out.buckets, out.X, out.prev, out.group)
+    return out
+
+
+def readonly(a: np.ndarray) -> np.ndarray:
+    """``a``, marked read-only: kernels then see one type of array, whether it is a
+    view of a frame's memory (read-only) or a copy."""
+    a.flags.writeable = False
+    return a
+
+
+_TABLE: list[np.ndarray] = []
+
+
+def _log1p_table() -> np.ndarray:
+    if not _TABLE:
+        from flowhawk.detectors.clusters_rows import log1p_table
+
+        _TABLE.append(log1p_table())
+    return _TABLE[0]
 
 
 _CACHE: dict[tuple[int, str], tuple[weakref.ref, Prepared]] = {}

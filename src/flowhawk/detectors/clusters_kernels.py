@@ -1,7 +1,9 @@
 """numba kernels of the clustering models (M10-M25): features, distances, scores per row.
 
-Every kernel walks rows once and builds each row's feature vector on the fly, so the
-scoring path makes no (rows x clusters) temporaries:
+These score every row, as training does with the history (scoring a closed range,
+only the rows that can alarm, is :mod:`~flowhawk.detectors.clusters_scan`, with the
+same numbers). Every kernel walks rows once and builds each row's feature vector on
+the fly, so there are no (rows x clusters) temporaries:
 
 - the *base* vector of a row is its ``log1p`` measures (8 float32, see
   :mod:`flowhawk.detectors.clusters_features`); the *rich* vector (M18/M19) adds three
@@ -30,20 +32,27 @@ NRICH = 11
 
 
 @numba.njit(cache=True, inline="always")
+def extra(x):
+    """The three non-linear features of log vector ``x``."""
+    po = math.expm1(x[0])
+    pi = math.expm1(x[1])
+    bo = math.expm1(x[2])
+    bi = math.expm1(x[3])
+    fl = max(math.expm1(x[4]), 1.0)
+    du = max(math.expm1(x[7]), 0.0)
+    return (bo - bi) / (bo + bi + 1.0), (po - pi) / (po + pi + 1.0), math.log1p(du / fl)
+
+
+@numba.njit(cache=True, inline="always")
 def _transform(x, rich, out, sign):
     """Add ``sign`` times the feature vector of log vector ``x`` to ``out``."""
     for j in range(NBASE):
         out[j] += sign * x[j]
     if rich:
-        po = math.expm1(x[0])
-        pi = math.expm1(x[1])
-        bo = math.expm1(x[2])
-        bi = math.expm1(x[3])
-        fl = max(math.expm1(x[4]), 1.0)
-        du = max(math.expm1(x[7]), 0.0)
-        out[8] += sign * ((bo - bi) / (bo + bi + 1.0))
-        out[9] += sign * ((po - pi) / (po + pi + 1.0))
-        out[10] += sign * math.log1p(du / fl)
+        byte_balance, packet_balance, log_mean_duration = extra(x)
+        out[8] += sign * byte_balance
+        out[9] += sign * packet_balance
+        out[10] += sign * log_mean_duration
 
 
 @numba.njit(cache=True, inline="always")

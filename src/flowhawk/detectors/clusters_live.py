@@ -5,9 +5,11 @@ bucket closed in an earlier range, its vector comes from here. The velocity dete
 of one view (the communication has two, M10 and M18) share one :class:`LastVectors`
 in ``context.shared``: for each closed range, once, it looks up the previous vectors
 of the keys the range holds and then advances with the range's last vector per key
-(:class:`~flowhawk.detectors.shared.RangeSteps`). A key is 48 bytes (hash, bucket,
-eight float32 measures). Vectors older than the model horizon are forgotten when a
-new model is trained (so the same flows forget the same keys however they were cut).
+(:class:`~flowhawk.detectors.shared.RangeSteps`), both by merging the range's sorted
+keys with its own (:mod:`~flowhawk.detectors.clusters_rows`). A key is 48 bytes
+(hash, bucket, eight float32 measures). Vectors older than the model horizon are
+forgotten when a new model is trained (so the same flows forget the same keys however
+they were cut).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pyarrow as pa
 
 from flowhawk.behavior.views import MEASURES
 from flowhawk.detectors.base import Batch, DetectorContext
-from flowhawk.detectors.clusters_features import hash_probe, lookup, prepared
+from flowhawk.detectors.clusters_features import Prepared, hash_probe, prepared
 from flowhawk.detectors.shared import RangeSteps
 
 
@@ -67,19 +69,14 @@ class LastVectors:
         return self._steps.once(member, batch, lambda: self._advance(batch, trained_until))
 
     def _advance(self, batch: Batch, trained_until: datetime | None) -> Previous:
+        from flowhawk.detectors import clusters_rows as kern
+
         rows = batch.log.get(self.view)
         prep = prepared(rows, self.view) if rows is not None and rows.height else None
         found = _NONE
         if prep is not None:
-            prev = np.full(prep.n, -1, dtype=np.int64)
-            if len(self.keys):
-                heads = prep.heads
-                at = lookup(self.keys, prep.keys[heads])
-                hit = at >= 0
-                prev[heads[hit]] = np.arange(int(hit.sum()))
-                found = Previous(prev, self.vectors[at[hit]], self.times[at[hit]])
-            else:
-                found = Previous(prev, _NONE.vectors, _NONE.times)
+            prev, at = kern.find_last(prep.keys, prep.prev, self.keys)
+            found = Previous(prev, self.vectors[at], self.times[at])
         self._evict(trained_until)
         if prep is not None:
             self._remember(prep)
@@ -87,19 +84,19 @@ class LastVectors:
         self._tables = None
         return found
 
-    def _remember(self, prep) -> None:  # type: ignore[no-untyped-def]
-        tails = prep.tails
-        keys, vec, when = prep.keys[tails], prep.X[tails], prep.buckets[tails]
-        pos = lookup(self.keys, keys)
-        old = pos >= 0
-        self.vectors[pos[old]] = vec[old]
-        self.times[pos[old]] = when[old]
-        if not old.all():
-            new = ~old
-            at = np.searchsorted(self.keys, keys[new])
-            self.keys = np.insert(self.keys, at, keys[new])
-            self.vectors = np.ascontiguousarray(np.insert(self.vectors, at, vec[new], axis=0))
-            self.times = np.insert(self.times, at, when[new])
+    def _remember(self, prep: Prepared) -> None:
+        from flowhawk.detectors import clusters_rows as kern
+
+        keys, vectors, times = self.keys, self.vectors, self.times
+        new = kern.count_new(prep.keys, keys)
+        if new:
+            m = len(keys) + new
+            keys = np.empty(m, dtype=np.uint64)
+            vectors = np.empty((m, len(MEASURES)), dtype=np.float32)
+            times = np.empty(m, dtype=np.int64)
+        args = (self.keys, self.vectors, self.times, keys, vectors, times)
+        kern.remember(prep.keys, prep.X, prep.buckets, *args)
+        self.keys, self.vectors, self.times = keys, vectors, times
 
     def _evict(self, trained_until: datetime | None) -> None:
         """Forget vectors older than the horizon, once per training."""

@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from flowhawk.behavior.views import MEASURES
 from flowhawk.detectors import clusters_kernels as kern
-from flowhawk.detectors.clusters_features import Prepared, hash_probe, lookup, prepared
+from flowhawk.detectors.clusters_features import Prepared, hash_probe, lookup, prepared, readonly
 
 MIN_SCALE = 0.25  # log units: smaller differences are not behavior changes
 MIN_SPREAD = {False: 0.5, True: 1.0}  # k-means (scaled units) / mixture (Mahalanobis)
@@ -321,8 +321,8 @@ class Model:
             C=np.ascontiguousarray(C),
             P=P,
             spread=cl["spread"].to_numpy().astype(np.float64),
-            keys=keys["_key"].to_numpy(),
-            n=keys["n"].to_numpy(),
+            keys=readonly(keys["_key"].to_numpy()),
+            n=readonly(keys["n"].to_numpy()),
             mask=keys["mask"].to_numpy().astype(np.int64),
             thr=keys["thr"].to_numpy().astype(np.float64),
             threshold=float(info["threshold"]),
@@ -334,6 +334,9 @@ class Model:
         return self.C[k] * self.scale + self.center
 
     def score(self, prep: Prepared, prev_l: np.ndarray, live: np.ndarray) -> Scores:
+        """Every row of ``prep`` scored (``prev_l``, ``live``: stored last vectors for
+        velocity); detection scores only the rows that can alarm
+        (:func:`~flowhawk.detectors.clusters_scan.scan`), with the same numbers."""
         idx = lookup(self.keys, prep.keys)
         found = idx >= 0
         masks = np.where(found, self.mask[idx], 0)
