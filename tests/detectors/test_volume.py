@@ -22,6 +22,7 @@ import math
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -321,3 +322,33 @@ def test_a_silence_whose_key_left_the_log_is_counted_not_lost(flows, alarms, tmp
     first = (pl.col("src_ip") == BEAT) & (pl.col("ts") == _minute(BEAT_OFF[0][0]))
     assert _same(pl.concat(got), alarms.filter(~first))
     assert alarms.filter(first).height == len(UNDER)
+
+
+def test_the_scan_only_skips_rows_and_keys_the_exact_tests_would_pass_over(
+    flows, alarms, run, tmp_path, monkeypatch
+):
+    """The numba scan sends only some rows (and keys) to the exact tests; with every row
+    and every regular key sent, the alarms and the live state are the same."""
+    from flowhawk.detectors import volume_scan
+
+    sent = {"rows": 0, "of": 0, "keys": 0}
+    candidates, quiet = volume_scan.Scan.candidates, volume_scan.Scan.quiet
+
+    def every_row(self, idx, keyed, fixed, min_packets):  # type: ignore[no-untyped-def]
+        sent["rows"] += int(candidates(self, idx, keyed, fixed, min_packets).sum())
+        sent["of"] += keyed.height
+        return np.ones(keyed.height, bool)
+
+    def every_key(self, idx, keyed, live, b, until_us):  # type: ignore[no-untyped-def]
+        maybe, active, kept = quiet(self, idx, keyed, live, b, until_us)
+        sent["keys"] += int(maybe.sum())
+        return self.regular.copy(), active, kept
+
+    monkeypatch.setattr(volume_scan.Scan, "candidates", every_row)
+    monkeypatch.setattr(volume_scan.Scan, "quiet", every_key)
+    eng = _engine(tmp_path)
+    assert _same(_run(eng, flows, 5), alarms)
+    assert 0 < sent["rows"] < sent["of"] / 10 and sent["keys"] > 0
+    core = next(d for d in eng.detectors if d.method == "M9").core  # type: ignore[attr-defined]
+    fast = next(d for d in run[0].detectors if d.method == "M9").core  # type: ignore[attr-defined]
+    assert core.live.sort("_key").equals(fast.live.sort("_key"))

@@ -67,9 +67,17 @@ def key_hash(df: pl.DataFrame, key: tuple[str, ...] = COMM.key) -> pl.Expr:
 
 def with_metrics(rows: pl.DataFrame) -> pl.DataFrame:
     """``_key``, ``_part`` (4-hour part of the day) and log1p of sent/recv/total packets."""
+    return with_metric_values(keyed(rows))
+
+
+def keyed(rows: pl.DataFrame) -> pl.DataFrame:
+    """``_key`` and ``_part`` (4-hour part of the day)."""
+    return rows.with_columns(key_hash(rows), _part=(pl.col("bucket").dt.hour() // 4).cast(pl.Int8))
+
+
+def with_metric_values(rows: pl.DataFrame) -> pl.DataFrame:
+    """log1p of sent/recv/total packets."""
     return rows.with_columns(
-        key_hash(rows),
-        _part=(pl.col("bucket").dt.hour() // 4).cast(pl.Int8),
         sent=pl.col("pkts_out").log1p(),
         recv=pl.col("pkts_in").log1p(),
         total=(pl.col("pkts_out") + pl.col("pkts_in")).log1p(),

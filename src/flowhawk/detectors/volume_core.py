@@ -33,6 +33,7 @@ from flowhawk.behavior import baseline as bl
 from flowhawk.behavior.views import COMM
 from flowhawk.detectors.base import Batch, DetectorContext, History
 from flowhawk.detectors.shared import RangeSteps
+from flowhawk.detectors.volume_scan import Scan
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -82,6 +83,7 @@ class VolumeCore:
     _trained: tuple[datetime, pl.DataFrame] | None = None
     _steps: RangeSteps[Step] = field(default_factory=lambda: RangeSteps(_NOTHING))
     _arrow: pa.Table | None = None
+    _scan: tuple[pl.DataFrame, int, Scan] | None = None
 
     @classmethod
     def join(
@@ -126,21 +128,58 @@ class VolumeCore:
         if model is None or model.height == 0:
             return _NOTHING
         rows = batch.log.get("comm")
-        keyed = bl.with_metrics(rows) if rows is not None and rows.height else None
-        candidates = self._candidates(keyed, model) if keyed is not None else pl.DataFrame()
+        keyed = bl.keyed(rows) if rows is not None and rows.height else None
+        scan = self._scan_of(model, batch.bucket_seconds)
+        idx = scan.find(keyed.get_column("_key").to_numpy()) if keyed is not None else None
+        candidates = pl.DataFrame()
+        if keyed is not None and idx is not None:
+            maybe = scan.candidates(idx, keyed, self.key.threshold, self.key.min_packets)
+            candidates = self._candidates(bl.with_metric_values(keyed.filter(maybe)), model)
         silent = pl.DataFrame()
         if self.tracks_silence:
-            silent = self._silent(batch, model, keyed)
-            if keyed is not None:
-                self._with_activity(keyed, model)
-            if silent.height:
-                opened = silent.filter(pl.col("_open")).get_column("_key")
-                mark = pl.col("_key").is_in(opened.implode())
-                self.live = self.live.with_columns(alarmed=pl.col("alarmed") | mark)
-                silent = self._named(silent, keyed, batch.bucket_seconds)
+            silent = self._silences(batch, model, scan, keyed, idx)
             self.live_through = batch.closed_until
             self._arrow = None
         return Step(candidates, silent)
+
+    def _silences(
+        self,
+        batch: Batch,
+        model: pl.DataFrame,
+        scan: Scan,
+        keyed: pl.DataFrame | None,
+        idx: np.ndarray | None,
+    ) -> pl.DataFrame:
+        """Silences noticed in the range (exact, for the keys the scan finds may have
+        one), the live state advanced past it."""
+        assert batch.closed_until is not None
+        if keyed is None or idx is None:
+            silent, quiet = self._silent(batch, model, None, self.live), None
+        else:
+            until_us = int(batch.closed_until.timestamp() * 1_000_000)
+            maybe, active, kept = scan.quiet(idx, keyed, self.live, batch.bucket_seconds, until_us)
+            keys = pl.Series(scan.keys[maybe]).implode()
+            quiet = keyed.filter(pl.col("_key").is_in(keys))
+            live = self.live.filter(pl.col("_key").is_in(keys))
+            silent = self._silent(batch, model.filter(pl.Series(maybe)), quiet, live)
+            self._with_activity(scan, active, kept)
+        if silent.height:
+            opened = silent.filter(pl.col("_open")).get_column("_key")
+            mark = pl.col("_key").is_in(opened.implode())
+            self.live = self.live.with_columns(alarmed=pl.col("alarmed") | mark)
+            silent = self._named(silent, quiet, batch.bucket_seconds)
+        return silent
+
+    def _scan_of(self, model: pl.DataFrame, bucket_seconds: int) -> Scan:
+        """The scan arrays of ``model`` (built once per baseline and bucket length)."""
+        if self._scan is None or self._scan[0] is not model or self._scan[1] != bucket_seconds:
+            self._scan = (model, bucket_seconds, Scan.of(model, self._allowed(bucket_seconds)))
+        return self._scan[2]
+
+    def _allowed(self, b: int) -> pl.Expr:
+        """Seconds a regular key may stay quiet after its last active bucket."""
+        k = self.key
+        return pl.max_horizontal(pl.col("gap_max") * k.silence_gaps, pl.lit(k.silence_buckets * b))
 
     def threshold(self, col: str) -> pl.Expr:
         t = self.key.threshold
@@ -164,7 +203,7 @@ class VolumeCore:
     # -- silences (underflow) ------------------------------------------------------------
 
     def _silent(
-        self, batch: Batch, model: pl.DataFrame, keyed: pl.DataFrame | None
+        self, batch: Batch, model: pl.DataFrame, keyed: pl.DataFrame | None, live: pl.DataFrame
     ) -> pl.DataFrame:
         """Silences of regular keys noticed in ``batch``'s closed range, one row each.
 
@@ -176,11 +215,10 @@ class VolumeCore:
         stretch still runs at the end of the range (alarmed once: the live state marks it).
         """
         assert batch.closed_until is not None
-        k = self.key
         regular = model.filter(pl.col("regular")).select(
             "_key", "gap_max", "span_days", "total_med"
         )
-        starts = [self.live.with_columns(_from_state=pl.lit(True))]
+        starts = [live.with_columns(_from_state=pl.lit(True))]
         if keyed is not None:
             active = (
                 keyed.join(regular.select("_key"), on="_key", how="semi")
@@ -196,9 +234,7 @@ class VolumeCore:
             _next=pl.col("last").shift(-1).over("_key").fill_null(until)
         )
         b = batch.bucket_seconds
-        allowed = pl.max_horizontal(
-            pl.col("gap_max") * k.silence_gaps, pl.lit(k.silence_buckets * b)
-        )
+        allowed = self._allowed(b)
         crossed = ((pl.col("last").dt.epoch("s") + b + allowed) // b + 1) * b
         detected = pl.from_epoch(crossed.cast(pl.Int64), time_unit="s").dt.replace_time_zone("UTC")
         found = (
@@ -247,18 +283,22 @@ class VolumeCore:
             )
         return named.filter(pl.col("src_ip").is_not_null())
 
-    def _with_activity(self, keyed: pl.DataFrame, model: pl.DataFrame) -> None:
-        """The live state advanced with the activity of regular keys in ``keyed``."""
-        active = (
-            keyed.join(model.filter(pl.col("regular")).select("_key"), on="_key", how="semi")
-            .group_by("_key")
-            .agg(last=pl.col("bucket").max())
-        )
-        if active.height == 0:
+    def _with_activity(self, scan: Scan, active: np.ndarray, kept: np.ndarray) -> None:
+        """The live state advanced with the range's activity of regular keys (``active``:
+        each baseline key's last active bucket in the range; ``kept``: live rows no
+        later activity replaces)."""
+        has = np.flatnonzero(active != np.iinfo(np.int64).min)
+        if len(has) == 0:
             return
-        active = active.with_columns(alarmed=pl.lit(False))
-        merged = pl.concat([self.live, active.select(list(LIVE)).cast(LIVE)], how="vertical")  # type: ignore[arg-type]
-        self.live = merged.sort("last").unique("_key", keep="last", maintain_order=True)
+        fresh = pl.DataFrame(
+            {
+                "_key": scan.keys[has],
+                "last": pl.Series(active[has]).cast(pl.Datetime("us", "UTC")),
+                "alarmed": np.zeros(len(has), bool),
+            }
+        )
+        merged = pl.concat([self.live.filter(pl.Series(kept)), fresh.cast(LIVE)], how="vertical")  # type: ignore[arg-type]
+        self.live = merged.sort("last", "_key")
 
     # -- checkpoint ----------------------------------------------------------------------
 
