@@ -24,6 +24,7 @@ from flowhawk.behavior.log import BucketBuffer, LogStore, ceil_time
 from flowhawk.config import Config
 from flowhawk.detectors import DETECTORS
 from flowhawk.detectors.base import Batch, Detector, DetectorContext, empty_alarms
+from flowhawk.memory import reuse_freed_memory
 from flowhawk.netaddr import NetworkSet
 from flowhawk.state import Meta, StateStore
 
@@ -53,6 +54,7 @@ class DetectionEngine:
         learn_only: bool = False,
         log_store: LogStore | None = None,
     ):
+        reuse_freed_memory()
         self.cfg = cfg
         self.store = store
         self.learn_only = learn_only

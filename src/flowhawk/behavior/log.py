@@ -13,6 +13,7 @@ the log (they are still archived).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -162,12 +163,20 @@ class LogStore:
         self._seq += 1
         return rows
 
-    def read(self, view: str, since: datetime, until: datetime, share: bool = True) -> pl.DataFrame:
+    def read(
+        self,
+        view: str,
+        since: datetime,
+        until: datetime,
+        share: bool = True,
+        columns: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
         """Rows of ``view`` with ``since <= bucket < until`` (the same frame for the same
         arguments until the next write: detectors sharing a view share the read; with
-        ``share=False``, a small lookup, it is neither taken from nor kept in the cache)."""
-        if not share:
-            return self._read(view, since, until)
+        ``share=False``, a small lookup, it is neither taken from nor kept in the cache;
+        ``columns``, only those, read unshared)."""
+        if not share or columns is not None:
+            return self._read(view, since, until, columns)
         slot = (view, since, until)
         hit = self._cache.get(slot)
         if hit is None:
@@ -176,7 +185,9 @@ class LogStore:
             hit = self._cache[slot] = self._read(view, since, until)
         return hit
 
-    def _read(self, view: str, since: datetime, until: datetime) -> pl.DataFrame:
+    def _read(
+        self, view: str, since: datetime, until: datetime, columns: Sequence[str] | None = None
+    ) -> pl.DataFrame:
         folder = self.root / f"view={view}"
         files = []
         for day in sorted(folder.glob("date=*")):
@@ -191,9 +202,11 @@ class LogStore:
         if not files:
             from flowhawk.behavior.views import empty
 
-            return empty(BY_NAME[view], _KEY_TYPES)
+            rows = empty(BY_NAME[view], _KEY_TYPES)
+            return rows if columns is None else rows.select(columns)
         scan = pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore")
-        return scan.filter(pl.col("bucket").is_between(since, until, closed="left")).collect()
+        scan = scan.filter(pl.col("bucket").is_between(since, until, closed="left"))
+        return (scan if columns is None else scan.select(columns)).collect()
 
     def apply_retention(self, keep: float, now: datetime) -> int:
         self._cache.clear()

@@ -13,6 +13,7 @@ alarms on the batch *and* learns from it, because behavior is learned online.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
@@ -96,9 +97,17 @@ class DetectorSettings(BaseModel):
 class History(Protocol):
     """Read access to the behavioral log already written (for training models)."""
 
-    def read(self, view: str, since: datetime, until: datetime, share: bool = True) -> pl.DataFrame:
+    def read(
+        self,
+        view: str,
+        since: datetime,
+        until: datetime,
+        share: bool = True,
+        columns: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
         """Log rows of ``view`` with ``since <= bucket < until`` (empty frame if none);
-        ``share``: the frame may be kept for other readers of the same range."""
+        ``share``: the frame may be kept for other readers of the same range;
+        ``columns``: only those columns."""
         ...
 
 

@@ -263,7 +263,9 @@ class VolumeCore:
                 lo=pl.col("last").min(), hi=pl.col("last").max()
             )
             for lo, hi in hours.select("lo", "hi").iter_rows():
-                rows = self.history.read("comm", lo, hi + timedelta(seconds=b), share=False)
+                rows = self.history.read(
+                    "comm", lo, hi + timedelta(seconds=b), share=False, columns=COMM.key
+                )
                 if rows.height:
                     rows = rows.with_columns(bl.key_hash(rows))
                     names.append(rows.join(want, on="_key", how="semi").select("_key", *COMM.key))

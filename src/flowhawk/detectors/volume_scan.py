@@ -59,25 +59,27 @@ def _find(table, queries):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _candidates(idx, part, sent, recv, med, mad, off, thr_hi, thr_lo, regular, fixed, limits):  # type: ignore[no-untyped-def]
-    """Rows that may pass some test; ``limits``: min spread hi, lo, min packets."""
+def _candidates(idx, part, sent, recv, base, regular, fixed, limits):  # type: ignore[no-untyped-def]
+    """Rows that may pass some test. ``base``: per key, the medians (0-2) and spreads
+    (3-5) of the metrics, the day parts' offsets (6-11), the thresholds (12, 13);
+    ``limits``: min spread hi, lo, min packets."""
     n = len(idx)
     out = np.zeros(n, np.bool_)
     for r in range(n):
         i = idx[r]
         if i < 0:
             continue
-        season = off[i, part[r]]
-        hi = fixed if fixed == fixed else thr_hi[i]  # NaN: the self-tuned one
-        lo = fixed if fixed == fixed else thr_lo[i]
+        season = base[i, 6 + part[r]]
+        hi = fixed if fixed == fixed else base[i, 12]  # NaN: the self-tuned one
+        lo = fixed if fixed == fixed else base[i, 13]
         raw = (sent[r], recv[r], sent[r] + recv[r])
         for m in range(3):
-            dev = np.log1p(np.float64(raw[m])) - med[i, m] - season
-            z = dev / max(mad[i, m], limits[0])
+            dev = np.log1p(np.float64(raw[m])) - base[i, m] - season
+            z = dev / max(base[i, 3 + m], limits[0])
             if z > hi - _MARGIN * (1.0 + abs(hi)) and raw[m] >= limits[2]:
                 out[r] = True
             if regular[i]:
-                z = dev / max(mad[i, m], limits[1])
+                z = dev / max(base[i, 3 + m], limits[1])
                 if z < -lo + _MARGIN * (1.0 + abs(lo)):
                     out[r] = True
     return out
@@ -143,11 +145,7 @@ class Scan:
 
     keys: np.ndarray
     table: np.ndarray
-    med: np.ndarray
-    mad: np.ndarray
-    off: np.ndarray
-    thr_hi: np.ndarray
-    thr_lo: np.ndarray
+    base: np.ndarray  # per key: medians, spreads, day-part offsets, thresholds
     regular: np.ndarray
     allowed: np.ndarray  # seconds a regular key may be quiet
 
@@ -159,14 +157,18 @@ class Scan:
             )
 
         keys = model.get_column("_key").to_numpy()
+        base = np.hstack(
+            [
+                f64(*(f"{m}_med" for m in bl.METRICS)),
+                f64(*(f"{m}_mad" for m in bl.METRICS)),
+                np.nan_to_num(f64(*(f"off{i}" for i in range(bl.PARTS)))),
+                f64("thr_hi", "thr_lo"),
+            ]
+        )
         return cls(
             keys=keys,
             table=_index(keys),
-            med=f64(*(f"{m}_med" for m in bl.METRICS)),
-            mad=f64(*(f"{m}_mad" for m in bl.METRICS)),
-            off=np.nan_to_num(f64(*(f"off{i}" for i in range(bl.PARTS)))),
-            thr_hi=f64("thr_hi")[:, 0].copy(),
-            thr_lo=f64("thr_lo")[:, 0].copy(),
+            base=np.ascontiguousarray(base),
             regular=model.get_column("regular").fill_null(False).to_numpy().copy(),
             allowed=model.select(allowed.cast(pl.Float64)).to_series().to_numpy().copy(),
         )
@@ -183,10 +185,8 @@ class Scan:
         sent = keyed.get_column("pkts_out").to_numpy()
         recv = keyed.get_column("pkts_in").to_numpy()
         limits = np.array([bl.MIN_SPREAD_HI, bl.MIN_SPREAD_LO, min_packets], np.float64)
-        return _candidates(
-            idx, part, sent, recv, self.med, self.mad, self.off, self.thr_hi, self.thr_lo,
-            self.regular, np.nan if fixed is None else float(fixed), limits,
-        )  # fmt: skip
+        fixed_z = np.nan if fixed is None else float(fixed)
+        return _candidates(idx, part, sent, recv, self.base, self.regular, fixed_z, limits)
 
     def quiet(
         self, idx: np.ndarray, keyed: pl.DataFrame, live: pl.DataFrame, b: int, until_us: int
