@@ -23,7 +23,8 @@ _NULL = np.uint64(0x9E37_79B9_7F4A_7C15)
 
 
 @numba.njit(cache=True, nogil=True)
-def _fmix(x):  # type: ignore[no-untyped-def]
+def fmix(x):  # type: ignore[no-untyped-def]
+    """The MurmurHash3 64-bit finalizer: every input bit moves every output bit."""
     x ^= x >> np.uint64(33)
     x *= np.uint64(0xFF51AFD7ED558CCD)
     x ^= x >> np.uint64(33)
@@ -37,19 +38,19 @@ def _mix_strings(h, offsets, data, valid):  # type: ignore[no-untyped-def]
     prime = np.uint64(0x100000001B3)
     for i in range(len(h)):
         if not valid[i]:
-            h[i] = _fmix(h[i] ^ _NULL)
+            h[i] = fmix(h[i] ^ _NULL)
             continue
         x = h[i] ^ np.uint64(0xCBF29CE484222325)
         for j in range(offsets[i], offsets[i + 1]):
             x = (x ^ np.uint64(data[j])) * prime
-        h[i] = _fmix(x ^ np.uint64(offsets[i + 1] - offsets[i]))
+        h[i] = fmix(x ^ np.uint64(offsets[i + 1] - offsets[i]))
 
 
 @numba.njit(cache=True, nogil=True)
 def _mix_ints(h, values, valid):  # type: ignore[no-untyped-def]
     for i in range(len(h)):
         v = np.uint64(values[i]) if valid[i] else _NULL
-        h[i] = _fmix(h[i] ^ _fmix(v + np.uint64(0x632BE59BD9B4E019)))
+        h[i] = fmix(h[i] ^ fmix(v + np.uint64(0x632BE59BD9B4E019)))
 
 
 def stable_hash(

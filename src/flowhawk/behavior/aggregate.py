@@ -94,20 +94,17 @@ def _devices(k: _Keys, rows: np.ndarray, sums: np.ndarray) -> dict[str, pl.DataF
     """Device views: each internal end of the sub-groups (``rows``: a flow of each,
     ``sums`` their measures) as itself."""
     flags = k.code["flags"][rows]
-    as_src, as_dst = np.flatnonzero(flags & 1), np.flatnonzero(flags & 2)
-    r = np.concatenate([rows[as_src], rows[as_dst]])
+    as_src = np.flatnonzero(flags & 1)
+    at = np.concatenate([as_src, np.flatnonzero(flags & 2)])  # the sub-group of each end
+    mine = np.arange(len(at)) >= len(as_src)  # the server's end: sent = client's received
+    r = rows[at]
     src, dst = k.code["src_ip"][r], k.code["dst_ip"][r]
-    n = len(as_src)
-    dev = np.concatenate([src[:n], dst[n:]])
-    peer = np.concatenate([dst[:n], src[n:]])
+    dev, peer = np.where(mine, dst, src), np.where(mine, src, dst)
     port = k.code["dst_port"][r]
-    at = np.concatenate([as_src, as_dst])  # the sub-group of each end
-    mine = np.arange(len(at)) >= n  # the server's end: its sent is what the client received
     # Grouped once per device and class (scope and protocol: 0-5 in DEVICE_PROTO's
     # order, 6 for none), the class the last packed digit; the device is the prefix.
     n_cls = len(DEVICE_PROTO) + 1
-    cls = k.device_class(r, np.concatenate([flags[as_src], flags[as_dst]]) // 4)
-    cls[cls < 0] = n_cls - 1
+    cls = k.device_class(r, flags[at] // 4)
     fine_keys = pack(
         [k.code["bucket"], k.code["site"], dev, cls],
         [*k.sizes(("bucket", "site", "ip")), n_cls],
@@ -128,18 +125,18 @@ def _devices(k: _Keys, rows: np.ndarray, sums: np.ndarray) -> dict[str, pl.DataF
             ip=dev[firsts],
         )
     }
-    rolled, firsts = fine_sums, fine.first
     peers, ports = fine.distinct(peer), fine.distinct(port)
-    of = cls[firsts]
+    of = cls[fine.first]
     for i, view in enumerate(DEVICE_PROTO.values()):
         sel = np.flatnonzero(of == i)
+        firsts = fine.first[sel]
         out[view.name] = k.frame(
             view,
-            r[firsts[sel]],
-            rolled[sel],
+            r[firsts],
+            fine_sums[sel],
             peers=peers[sel],
             ports=ports[sel],
-            ip=dev[firsts[sel]],
+            ip=dev[firsts],
         )
     return out
 
@@ -185,21 +182,22 @@ class _Keys:
             self.counters[:, i] = c.fill_null(0).to_numpy()
 
     def sizes(self, columns: tuple[str, ...]) -> list[int]:
-        return [_FLAGS if c == "flags" else len(self.dict[_DICTIONARY[c]]) for c in columns]
+        return [_FLAGS if c == "flags" else len(self.dict[_SHARED.get(c, c)]) for c in columns]
 
     def pack(self, columns: tuple[str, ...], rows: np.ndarray | None = None) -> np.ndarray:
         """Packed codes of ``columns`` of each flow, or of ``rows``."""
         return pack([self.code[c] for c in columns], self.sizes(columns), rows)
 
     def device_class(self, rows: np.ndarray, direction: np.ndarray) -> np.ndarray:
-        """Index in DEVICE_PROTO of each row's scope and protocol, -1 for none."""
+        """Index in DEVICE_PROTO of each row's scope and protocol; one past the last
+        for none."""
         protos = self.dict["proto"].values.to_numpy()
         kind = np.full(len(protos), -1, np.int64)
         for i, numbers in enumerate(PROTOCOLS.values()):
             kind[np.isin(protos, numbers)] = i
         k = kind[self.code["proto"][rows]]
         scope = np.where(direction == 1, 0, np.where(direction == 0, 1, -1))  # ext, int
-        return np.where((k >= 0) & (scope >= 0), scope * 3 + k, -1)
+        return np.where((k >= 0) & (scope >= 0), scope * 3 + k, len(DEVICE_PROTO))
 
     def frame(
         self,
@@ -218,7 +216,7 @@ class _Keys:
         cols = []
         for c in ("bucket", *view.key):
             codes = ip if c == "ip" else self.code[c][rows]
-            cols.append(self.dict[_DICTIONARY[c]].values.gather(codes).alias(c))
+            cols.append(self.dict[_SHARED.get(c, c)].values.gather(codes).alias(c))
         cols[0] = (cols[0] * self.bucket_us).cast(UTC_US)
         out, into = (1, 0) if swap else (0, 1)
         measures = {
@@ -234,13 +232,5 @@ class _Keys:
         return pl.DataFrame([*cols, *(pl.Series(n, v) for n, v in measures.items())])
 
 
-#: The dictionary of each key column (addresses share one).
-_DICTIONARY = {
-    "bucket": "bucket",
-    "site": "site",
-    "src_ip": "ip",
-    "dst_ip": "ip",
-    "ip": "ip",
-    "dst_port": "dst_port",
-    "proto": "proto",
-}
+#: Key columns coded by another's dictionary (addresses share one).
+_SHARED = {"src_ip": "ip", "dst_ip": "ip"}

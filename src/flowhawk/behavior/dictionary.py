@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from flowhawk.behavior.grouping import _capacity, _mix
+from flowhawk.behavior.grouping import capacity
 from flowhawk.jit import numba
+from flowhawk.keyhash import fmix
 
 #: Integer columns whose values span less than this are coded with a lookup table.
 _SPAN = 1 << 22
@@ -56,7 +57,7 @@ def _first_seen(keys, check):  # type: ignore[no-untyped-def]
     for i in range(n):
         k = keys[i]
         mask = np.uint64(cap - 1)
-        s = _mix(k) & mask
+        s = fmix(k) & mask
         while True:
             t = table[s, 2]
             if t == 0:
@@ -67,7 +68,7 @@ def _first_seen(keys, check):  # type: ignore[no-untyped-def]
                 gid[i] = g
                 g += 1
                 if 2 * g > cap:
-                    cap = _capacity(4 * g)
+                    cap = capacity(4 * g)
                     table = _regrow(table, cap)
                 break
             if table[s, 0] == k:
@@ -85,7 +86,7 @@ def _regrow(table, cap):  # type: ignore[no-untyped-def]
     mask = np.uint64(cap - 1)
     for j in range(len(table)):
         if table[j, 2] != 0:
-            q = _mix(table[j, 0]) & mask
+            q = fmix(table[j, 0]) & mask
             while new[q, 2] != 0:
                 q = (q + np.uint64(1)) & mask
             new[q] = table[j]

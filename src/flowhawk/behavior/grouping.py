@@ -14,27 +14,28 @@ from collections.abc import Sequence
 import numpy as np
 
 from flowhawk.jit import numba
+from flowhawk.keyhash import fmix
 
 #: Rows per partition: a partition's hash table stays in the core's cache.
 _PART_ROWS = 1 << 13
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _mix(x):  # type: ignore[no-untyped-def]
-    x ^= x >> np.uint64(33)
-    x *= np.uint64(0xFF51AFD7ED558CCD)
-    x ^= x >> np.uint64(33)
-    x *= np.uint64(0xC4CEB9FE1A85EC53)
-    x ^= x >> np.uint64(33)
-    return x
-
-
 @numba.njit(cache=True, nogil=True)
-def _capacity(n):  # type: ignore[no-untyped-def]
+def capacity(n):  # type: ignore[no-untyped-def]
+    """Slots of an open-addressing table for ``n`` entries: a power of two, >= 16."""
     cap = 16
     while cap < n:
         cap *= 2
     return cap
+
+
+@numba.njit(cache=True, nogil=True)
+def _largest(bounds):  # type: ignore[no-untyped-def]
+    """Rows of the largest partition (at least 1)."""
+    most = 1
+    for p in range(len(bounds) - 1):
+        most = max(most, bounds[p + 1] - bounds[p])
+    return most
 
 
 @numba.njit(cache=True, nogil=True)
@@ -70,10 +71,8 @@ def _group(pk, order, bounds):  # type: ignore[no-untyped-def]
     pg = np.empty(n, np.int64)
     first = np.empty(max(n, 1), np.int64)
     size = np.zeros(max(n, 1), np.int64)
-    most = 1
-    for p in range(len(bounds) - 1):
-        most = max(most, bounds[p + 1] - bounds[p])
-    cap = _capacity(2 * most)
+    most = _largest(bounds)
+    cap = capacity(2 * most)
     tkey = np.empty(cap, np.uint64)
     tid = np.full(cap, -1, np.int64)
     lkey = np.empty(most, np.uint64)
@@ -85,12 +84,12 @@ def _group(pk, order, bounds):  # type: ignore[no-untyped-def]
         a, b = bounds[p], bounds[p + 1]
         if a == b:
             continue
-        c = _capacity(2 * (b - a))
+        c = capacity(2 * (b - a))
         mask = np.uint64(c - 1)
         m = 0
         for j in range(a, b):
             k = pk[j]
-            s = _mix(k) & mask
+            s = fmix(k) & mask
             while True:
                 t = tid[s]
                 if t < 0:
@@ -132,20 +131,18 @@ def _distinct(pg, order, bounds, x, groups):  # type: ignore[no-untyped-def]
     """Per group, how many distinct ``x`` its rows have (``x`` >= 0, < 2**32); rows in
     partition order, each partition a range of groups."""
     count = np.zeros(groups, np.int64)
-    most = 1
-    for p in range(len(bounds) - 1):
-        most = max(most, bounds[p + 1] - bounds[p])
-    cap = _capacity(2 * most)
+    most = _largest(bounds)
+    cap = capacity(2 * most)
     tkey = np.empty(cap, np.uint64)
     used = np.zeros(cap, np.bool_)
     for p in range(len(bounds) - 1):
         a, b = bounds[p], bounds[p + 1]
-        c = _capacity(2 * (b - a))
+        c = capacity(2 * (b - a))
         mask = np.uint64(c - 1)
         for j in range(a, b):
             g = pg[j]
             k = (np.uint64(g) << np.uint64(32)) | np.uint64(x[order[j]])
-            s = _mix(k) & mask
+            s = fmix(k) & mask
             while True:
                 if not used[s]:
                     used[s] = True
@@ -219,13 +216,9 @@ class Grouping:
     def prefix(cls, keys: np.ndarray, radix: int) -> Grouping:
         """The groups of ``keys`` (sorted, packed) without their last digit (``radix``)."""
         head = keys // np.uint64(radix)
-        return cls.sorted(np.cumsum(np.r_[True, head[1:] != head[:-1]][: len(head)]) - 1)
-
-    @classmethod
-    def sorted(cls, gid: np.ndarray) -> Grouping:
-        """The grouping of rows already in group order (``gid`` non-decreasing, dense)."""
-        out = cls.given(gid, int(gid[-1]) + 1 if len(gid) else 0)
-        out.first = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]]) if len(gid) else gid
+        starts = np.r_[True, head[1:] != head[:-1]][: len(head)]
+        out = cls.given(np.cumsum(starts) - 1, int(starts.sum()))
+        out.first = np.flatnonzero(starts)
         return out
 
     def rollup(self, sums: np.ndarray) -> np.ndarray:

@@ -24,8 +24,9 @@ import numpy as np
 import polars as pl
 
 from flowhawk.behavior import baseline as bl
-from flowhawk.behavior.grouping import _capacity, _mix
+from flowhawk.behavior.grouping import capacity
 from flowhawk.jit import numba
+from flowhawk.keyhash import fmix
 
 _NONE = np.iinfo(np.int64).min
 _MARGIN = 1e-7  # of the z-score tests: rounding differs by about 1e-15
@@ -33,10 +34,10 @@ _MARGIN = 1e-7  # of the z-score tests: rounding differs by about 1e-15
 
 @numba.njit(cache=True, nogil=True)
 def _index(keys):  # type: ignore[no-untyped-def]
-    table = np.zeros((_capacity(2 * len(keys)), 2), np.uint64)  # key, row + 1
+    table = np.zeros((capacity(2 * len(keys)), 2), np.uint64)  # key, row + 1
     mask = np.uint64(len(table) - 1)
     for i in range(len(keys)):
-        s = _mix(keys[i]) & mask
+        s = fmix(keys[i]) & mask
         while table[s, 1] != 0 and table[s, 0] != keys[i]:
             s = (s + np.uint64(1)) & mask
         table[s, 0] = keys[i]
@@ -49,7 +50,7 @@ def _find(table, queries):  # type: ignore[no-untyped-def]
     mask = np.uint64(len(table) - 1)
     out = np.full(len(queries), -1, np.int64)
     for i in range(len(queries)):
-        s = _mix(queries[i]) & mask
+        s = fmix(queries[i]) & mask
         while table[s, 1] != 0:
             if table[s, 0] == queries[i]:
                 out[i] = np.int64(table[s, 1]) - 1
