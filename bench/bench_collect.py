@@ -172,6 +172,7 @@ def flowhawk_lossless(feed: Path, rate: float) -> tuple[bool, float]:
                     "metrics": "",
                     "socket_buffer": BUFFER,
                     "rollover": 2.0,
+                    "detect": False,  # receive, decode, normalize, archive: what nfcapd does
                 }
             }
         )

@@ -196,7 +196,7 @@ def test_behavior_shifts_and_bursts_change_the_vector(sim, canon):
 
 
 def test_dns_size_shift_is_not_a_volume_anomaly(sim, canon):
-    rows = [r for r in _labels(sim, kind="behavior_shift", view="comm") if r["variant"] == "sizes"]
+    rows = [r for r in _labels(sim, kind="dns_tunnel", view="comm") if r["variant"] == "download"]
     for label in rows:
         data, start, end = _rows(canon, label)
         before, window = _split(data, start, end)

@@ -89,9 +89,9 @@ def simulate(
     site's clock is UTC.
 
     Anomaly kinds: volume_spike, exfiltration, silence, underflow,
-    new_communication, behavior_shift, port_shift, icmp_burst. They come
-    after --clean-days and never overlap; the n-th of a kind takes its n-th
-    variant (--per-kind 3 covers them all).
+    new_communication, behavior_shift, dns_tunnel, port_shift, icmp_burst.
+    They come after --clean-days and never overlap; the n-th of a kind takes
+    its n-th variant (--per-kind 3 covers them all).
 
     Writes FILE, FILE's labels (one row per anomaly and behavioral-log key
     it changed: id, kind, variant, methods expected to fire, view, key,

@@ -91,48 +91,10 @@ def _empty_hosts(w: World, n: int) -> list[str]:
 
 def behavior_shift(w: World, aid: int, lo: datetime, hi: datetime) -> Injected | None:
     site = w.site
-    variants = ["fanout", "sizes"] + (["iot_fanout"] if site.iot["cloud"] else [])
+    variants = ["fanout"] + (["iot_fanout"] if site.iot["cloud"] else [])
     variant = w.prefer if w.prefer in variants else w.choice(variants)
-    # Scans are quick (minutes); a changed answer size lasts.
-    start, end = w.window(lo, hi, (10, 40) if variant == "sizes" else (2, 6))
+    start, end = w.window(lo, hi, (2, 6))  # scans are quick
     busy = w.active(site.workstations, "ws-dns", start, end, 8)
-    if variant == "sizes":
-        dns = site.role["dns"]
-        others = [h for h in site.servers if h != dns]
-        if not busy and not others:
-            return None
-        client = w.choice(busy) if busy else w.choice(others)
-        scale = float(w.rng.uniform(15, 40))
-
-        asked: list[pl.DataFrame] = []
-
-        def change(df: pl.DataFrame) -> pl.DataFrame:
-            resp = np.minimum((df["dst_bytes"] - 28 * df["dst_pkts"]).to_numpy() * scale, 4000)
-            resp = resp.astype(np.int64)
-            pk = np.maximum(1, -(-resp // 1472))
-            asked.append(df.with_columns(_resp=pl.Series(resp)))
-            return df.with_columns(dst_pkts=pl.Series(pk), dst_bytes=pl.Series(resp + 28 * pk))
-
-        if not w.modify(comm(client, dns, 53, 17), start, end, aid, change):
-            return None
-        # The tunnel's names are never cached: the server forwards every query upstream.
-        q = asked[0]
-        n, upstream = q.height, w.choice(S.RESOLVERS)
-        t = q.get_column("ts_start").dt.epoch("us").to_numpy() + 2000
-        req = (q.get_column("src_bytes") - 28 * q.get_column("src_pkts")).to_numpy()
-        resp = q.get_column("_resp").to_numpy()
-        fwd = flows("behavior_shift", t, np.full(n, 0.03), dns, [upstream] * n, 53, 17,
-                    req, resp, np.ones(n, bool), w.rng, service="dns")  # fmt: skip
-        w.add(fwd, aid)
-        return Injected(
-            "behavior_shift",
-            "sizes",
-            start,
-            end,
-            f"DNS server {dns} answers {client} with responses {scale:.0f}x larger than usual "
-            f"(up to 4 KB, TXT-like) for {minutes(start, end)} min, forwarding each query to "
-            f"{upstream} (a DNS tunnel through the site's resolver); query rate unchanged",
-        )
     if variant == "iot_fanout":
         dev = w.choice(site.iot["cloud"])
         targets = w.new_external(int(w.rng.integers(40, 101)))

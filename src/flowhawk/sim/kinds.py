@@ -13,9 +13,11 @@
 - ``new_communication``: a host talks to a host/port it never used: a workstation to
   an internal service, a server to a workstation, a device to a new external address;
 - ``behavior_shift``: a device's mix changes: an internal scan (40-80 targets in
-  2-6 min), an IoT device probing 40-100 external addresses on telnet (2-6 min), or
-  a DNS tunnel: the DNS server answering one client with 15-40x larger responses
-  (10-40 min), each query forwarded to an upstream resolver and answered as large;
+  2-6 min), or an IoT device probing 40-100 external addresses on telnet (2-6 min);
+- ``dns_tunnel``: a client tunnels through the site's DNS server for 10-40 min, each
+  query forwarded to an upstream resolver (tunnel names are never cached): downloading
+  (its usual queries answered 15-40x larger, query rate unchanged) or uploading
+  (60-150 queries a minute whose names carry 120-250 bytes of data each);
 - ``port_shift``: a server port suddenly gets 10-30 connections a minute from one new
   client (ssh brute force from the internet, RDP password spraying from a workstation);
 - ``icmp_burst``: a ping flood (30-100x the packets of a monitored ping: the one to
@@ -26,6 +28,7 @@
 from __future__ import annotations
 
 from flowhawk.sim.changes import behavior_shift, icmp_burst, new_communication, port_shift
+from flowhawk.sim.tunnel import dns_tunnel
 from flowhawk.sim.volume import exfiltration, silence, underflow, volume_spike
 
 #: Each kind's variants: the n-th anomaly of a kind prefers variant n (cycling), so
@@ -36,7 +39,8 @@ VARIANTS = {
     "silence": ("stops_reporting", "stops_answering"),
     "underflow": ("historian", "mqtt-bridge"),
     "new_communication": ("internal_service", "lateral", "external"),
-    "behavior_shift": ("fanout", "sizes", "iot_fanout"),
+    "behavior_shift": ("fanout", "iot_fanout"),
+    "dns_tunnel": ("download", "upload"),
     "port_shift": ("ssh_bruteforce", "rdp_spraying"),
     "icmp_burst": ("flood", "sweep"),
 }
@@ -47,6 +51,7 @@ INJECTORS = {
     "underflow": underflow,
     "new_communication": new_communication,
     "behavior_shift": behavior_shift,
+    "dns_tunnel": dns_tunnel,
     "port_shift": port_shift,
     "icmp_burst": icmp_burst,
 }
