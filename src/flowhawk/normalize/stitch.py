@@ -120,7 +120,10 @@ def stitch(
             for c in ("vlan", "service", "exporter", "state")
         ),
     ]
-    record_session, sessions = _kernel()(order, *cols, int(gap_seconds * 1_000_000))
+    # The pass reads every column in key order: gathered first, its reads are sequential.
+    record_session, sessions = _kernel()(
+        order, *(c[order] for c in cols), int(gap_seconds * 1_000_000)
+    )
     biflows = _assemble(uni, keys, sessions)
     if not lineage:
         return biflows, pl.DataFrame(schema=LINEAGE)
@@ -253,15 +256,15 @@ def _kernel():  # type: ignore[no-untyped-def]
             s = -1
             latest = 0
             for j in range(n):
-                i = order[j]
-                if j == 0 or key[i] != key[order[j - 1]] or start[i] > latest + gap:
+                i = order[j]  # the record's row; its values are at j
+                if j == 0 or key[j] != key[j - 1] or start[j] > latest + gap:
                     s += 1
-                    latest = end[i]
+                    latest = end[j]
                     row = out[s]
                     row[:] = 0
                     row[S_FIRST] = i
-                    row[S_TS0] = start[i]
-                    row[S_END] = end[i]
+                    row[S_TS0] = start[j]
+                    row[S_END] = end[j]
                     row[S_IDX0] = -1
                     row[S_IDX1] = -1
                     row[S_VLAN] = -1
@@ -269,30 +272,30 @@ def _kernel():  # type: ignore[no-untyped-def]
                     row[S_EXPORTER] = -1
                     row[S_STATE] = -1
                 row = out[s]
-                if end[i] > latest:
-                    latest = end[i]
-                if end[i] > row[S_END]:
-                    row[S_END] = end[i]
+                if end[j] > latest:
+                    latest = end[j]
+                if end[j] > row[S_END]:
+                    row[S_END] = end[j]
                 row[S_LAST] = i
-                if sampling[i] > row[S_SAMPLING]:
-                    row[S_SAMPLING] = sampling[i]
-                d = side[i]
+                if sampling[j] > row[S_SAMPLING]:
+                    row[S_SAMPLING] = sampling[j]
+                d = side[j]
                 if row[S_IDX0 + d] < 0:
                     row[S_IDX0 + d] = i
-                    row[S_FTS0 + d] = start[i]
-                    row[S_FFLAGS0 + d] = flags[i]
-                row[S_PKTS0 + d] += pkts[i]
-                row[S_BYTES0 + d] += nbytes[i]
-                row[S_FLAGS0 + d] |= flags[i]
-                if request[i]:
+                    row[S_FTS0 + d] = start[j]
+                    row[S_FFLAGS0 + d] = flags[j]
+                row[S_PKTS0 + d] += pkts[j]
+                row[S_BYTES0 + d] += nbytes[j]
+                row[S_FLAGS0 + d] |= flags[j]
+                if request[j]:
                     row[S_REQ0 + d] = 1
-                if has_vlan[i] and row[S_VLAN] < 0:
+                if has_vlan[j] and row[S_VLAN] < 0:
                     row[S_VLAN] = i
-                if has_service[i] and row[S_SERVICE] < 0:
+                if has_service[j] and row[S_SERVICE] < 0:
                     row[S_SERVICE] = i
-                if has_exporter[i] and row[S_EXPORTER] < 0:
+                if has_exporter[j] and row[S_EXPORTER] < 0:
                     row[S_EXPORTER] = i
-                if has_state[i]:
+                if has_state[j]:
                     row[S_STATE] = i  # the latest state wins
                 record_session[i] = s
             return record_session, out[: s + 1].copy()
