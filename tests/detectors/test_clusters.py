@@ -199,6 +199,49 @@ def test_min_threshold_floors_the_tuned_threshold(magnitude):
     assert magnitude["info"].item(0, "threshold") >= P.min_threshold
 
 
+def _own_threshold_history() -> pl.DataFrame:
+    """Two hours of web communications: eleven noisy ones (35 %) and a steady one (3 %)."""
+    rng = np.random.default_rng(2)
+    buckets = [H0 + timedelta(minutes=i) for i in range(120)]
+    frames = [
+        _rows(f"10.0.0.{k + 1}", buckets, KINDS["web"] * rng.lognormal(0, s, size=(120, 8)))
+        for k, s in enumerate([0.03] + [0.35] * 11)
+    ]
+    return pl.concat(frames)
+
+
+def test_a_steady_key_alarms_under_its_own_threshold():
+    """A steady key sharing its cluster with noisy ones: 1.5x its packets and bytes stays
+    under the view's threshold, which the noisy keys set, and exceeds its own."""
+    hist = _own_threshold_history()
+    changed = pl.concat([hist, _one(WEB, "web", NOW + timedelta(minutes=60), scale=1.5)])
+    view_only = cm.Params(min_clusters=2, max_clusters=4, budget=0.01, min_threshold=0.2,
+                          own_rows=10**6)  # fmt: skip
+    own = cm.Params(**{**view_only.__dict__, "own_rows": 100})
+    results = {}
+    for name, p in (("view", view_only), ("own", own)):
+        tables = cm.train(hist, MAG, p, NOW)
+        keys = tables["keys"].join(
+            hist.select("site", "src_ip", "dst_ip", "dst_port", "proto").unique()
+            .with_columns(key_hash("comm")), on="_key",
+        )  # fmt: skip
+        thr = dict(keys.select("src_ip", "thr").iter_rows())
+        model = cm.Model.from_tables(MAG, tables)
+        assert model is not None
+        prep = prepare(changed, "comm")
+        s = model.score(prep, np.full(prep.n, -1), np.zeros((1, 8), np.float32))
+        last = int(np.flatnonzero(prep.order == changed.height - 1)[0])  # the changed row
+        results[name] = (tables["info"].item(0, "threshold"), thr, s.value[last], s.threshold[last])
+    view_thr, thr, value, used = results["view"]
+    assert all(t == 0 for t in thr.values()), "no key has its own threshold"
+    assert used == view_thr and value <= view_thr, "the noisy keys set a threshold it stays under"
+    view_thr2, thr, value, used = results["own"]
+    assert view_thr2 == view_thr
+    assert all(t >= 0.2 for t in thr.values()), "every key has its own, at least min_threshold"
+    assert thr[WEB] < view_thr < max(thr.values()), "the steady key's lower, noisy ones higher"
+    assert used == thr[WEB] and value > used, "its change alarms"
+
+
 def test_too_little_history_gives_no_model(history):
     assert cm.train(history.head(cm.MIN_ROWS - 1), MAG, P, NOW) == {}
     assert cm.train(history.clear(), MAG, P, NOW) == {}

@@ -147,7 +147,7 @@ def train(
     hi = pl.max_horizontal(*(f"z_{m}" for m in METRICS))
     lo = -pl.min_horizontal(*(f"lo_{m}" for m in METRICS))
     tuned = past.group_by("_key").agg(
-        _tail(hi, p.budget).alias("thr_hi"), _tail(lo, p.budget).alias("thr_lo")
+        tail_threshold(hi, p.budget).alias("thr_hi"), tail_threshold(lo, p.budget).alias("thr_lo")
     )
     model = model.join(tuned, on="_key").with_columns(
         pl.col("thr_hi").clip(lower_bound=p.floor),
@@ -162,7 +162,7 @@ def train(
     return model.select(_COLUMNS).cast(_TYPES)
 
 
-def _tail(score: pl.Expr, budget: float) -> pl.Expr:
+def tail_threshold(score: pl.Expr, budget: float) -> pl.Expr:
     """The ``1 - budget`` quantile of a key's past scores when they hold at least ten
     scores above it; else extrapolated from an exponential tail fitted to its k largest
     scores (peaks over threshold, k = 10 % of them within 5-200): the k-th largest ``u``

@@ -19,7 +19,8 @@ training history, relative to that cluster's spread (its 99th percentile member
 distance): far from every normal cluster, or a jump to a cluster this key never used,
 both raise it. Keys with fewer than ``min_history`` active buckets never alarm. A row
 alarms when the ratio exceeds the threshold self-tuned to ``false_alarm_budget`` on
-the history, or the one set in ``threshold`` / ``site_thresholds``; ``score`` is
+the history (the key's own when it has ``own_threshold_rows`` active buckets, else
+the view's), or the one set in ``threshold`` / ``site_thresholds``; ``score`` is
 ``ratio / (1 + ratio)``. Models retrain every ``retrain_every`` of event time, at the
 same times however the buckets were batched, and are checkpointed with their version;
 the velocity methods of a view share the last vector of each key (48 bytes per key,
@@ -74,6 +75,14 @@ class ClusterSettings(BehaviorSettings):
     min_threshold: float = Field(
         default=1.0, gt=0, description="Lowest threshold self-tuning may choose (distance ratio)."
     )
+    own_threshold_rows: int = Field(
+        default=2400,
+        ge=1,
+        description=(
+            "Active buckets a key needs in the history to get a threshold of its own, tuned "
+            "on its own scores (2400 one-minute buckets: 40 hours); others use the view's."
+        ),
+    )
     threshold: float | None = Field(
         default=None, gt=0, description="Fixed threshold on the distance ratio (no self-tuning)."
     )
@@ -101,6 +110,7 @@ class ClusterSettings(BehaviorSettings):
             select_rows=self.select_rows,
             seed=self.seed,
             jumps=self.jumps,
+            own_rows=self.own_threshold_rows,
         )
 
 

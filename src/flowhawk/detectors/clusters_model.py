@@ -14,9 +14,15 @@ One model per detector (one view, magnitude or velocity, k-means or Gaussian mix
 4. every history row is scored as it would have been live: against the clusters its
    key had used *before* it (so a first use of a cluster counts as a jump), eligible
    once the key had ``min_history`` earlier active buckets. The view's threshold is the
-   ``1 - false_alarm_budget`` quantile of those scores (at least ``min_threshold``);
-   keys with at least ``1 / budget`` eligible rows get their own quantile when higher.
-   The alarm rate this gives on the history is measured and kept (``alarm_rate``).
+   ``1 - false_alarm_budget`` quantile of those scores (at least ``min_threshold``).
+   A key with at least ``own_rows`` eligible rows gets its own threshold from its own
+   scores, higher or lower than the view's (at least ``min_threshold``): their budget
+   quantile, or where they are too few to hold it, an exponential tail extrapolated
+   from the largest of them, as the volume baselines do
+   (:func:`~flowhawk.behavior.baseline.tail_threshold`). The view's threshold is set by
+   every key's scores, so the noisiest keys decide it: a steady key's change stayed
+   under it however far from its own normal it went. The alarm rate this gives on the
+   history is measured and kept (``alarm_rate``).
 
 The model is plain tables (``info``, ``scaling``, ``clusters``, ``precision`` for the
 mixture, ``keys``); per key it keeps 20 bytes: the key hash, active buckets, the
@@ -34,6 +40,7 @@ import numpy as np
 import polars as pl
 from threadpoolctl import threadpool_limits
 
+from flowhawk.behavior.baseline import tail_threshold
 from flowhawk.behavior.views import MEASURES
 from flowhawk.detectors import clusters_kernels as kern
 from flowhawk.detectors.clusters_features import Prepared, hash_probe, lookup, prepared, readonly
@@ -72,6 +79,7 @@ class Params:
     select_rows: int = 2000
     seed: int = 0
     jumps: bool = True
+    own_rows: int = 2400
 
 
 def train(history: pl.DataFrame, spec: Spec, p: Params, until: datetime) -> dict[str, pl.DataFrame]:
@@ -243,15 +251,14 @@ def _tune(
         math.inf if len(rest) == 0 else max(p.min_threshold, rest[min(allowed, len(rest) - 1)])
     )
     key_thr = np.zeros(len(starts), dtype=np.float32)
-    need = math.ceil(1.0 / p.budget)
     per = np.bincount(g[~jump], minlength=len(starts))
-    if (per >= need).any():
+    if (per >= p.own_rows).any():
         big = pl.DataFrame({"g": g[~jump], "v": v[~jump]}).filter(
-            pl.col("g").is_in(np.flatnonzero(per >= need))
+            pl.col("g").is_in(np.flatnonzero(per >= p.own_rows))
         )
-        qs = big.group_by("g").agg(pl.col("v").quantile(1.0 - p.budget, "higher"))
+        qs = big.group_by("g").agg(tail_threshold(pl.col("v"), p.budget))
         gi = qs.get_column("g").to_numpy()
-        key_thr[gi] = _up32(np.maximum(qs.get_column("v").to_numpy(), view_thr))
+        key_thr[gi] = _up32(np.maximum(qs.get_column("v").to_numpy(), p.min_threshold))
     row_thr = np.where(key_thr[g] > 0, key_thr[g], view_thr)
     alarms = int(jump.sum()) + int((v[~jump] > row_thr[~jump]).sum())
     keys = pl.DataFrame(
