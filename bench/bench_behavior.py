@@ -49,54 +49,49 @@ from __future__ import annotations
 
 import os
 
-for _var in (
-    "POLARS_MAX_THREADS",
-    "NUMBA_NUM_THREADS",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-):
-    os.environ[_var] = "1"  # one core: before polars, numba and BLAS are imported
+import onecore  # noqa: F401  (one thread each: before polars, numba and BLAS)
 
-import argparse  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections import defaultdict  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from datetime import UTC, datetime, timedelta  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+# isort: split
 
-import duckdb  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-import pyarrow as pa  # noqa: E402
+import argparse
+import resource
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-import flowhawk.engine as engine_module  # noqa: E402
-from flowhawk import config  # noqa: E402
-from flowhawk.behavior import baseline as bl  # noqa: E402
-from flowhawk.behavior.aggregate import aggregate  # noqa: E402
-from flowhawk.behavior.log import LogStore  # noqa: E402
-from flowhawk.detectors import DETECTORS  # noqa: E402
-from flowhawk.detectors.base import Batch, DetectorContext  # noqa: E402
-from flowhawk.detectors.clusters import (  # noqa: E402
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+import flowhawk.engine as engine_module
+from flowhawk import config
+from flowhawk.behavior import baseline as bl
+from flowhawk.behavior.aggregate import aggregate
+from flowhawk.behavior.log import LogStore
+from flowhawk.detectors import DETECTORS
+from flowhawk.detectors.base import Batch, DetectorContext
+from flowhawk.detectors.clusters import (
     CLUSTER_DETECTORS,
     ClusterSettings,
     MixtureSettings,
 )
-from flowhawk.detectors.clusters_features import prepared  # noqa: E402
-from flowhawk.detectors.clusters_model import Spec, train  # noqa: E402
-from flowhawk.detectors.newcomm import NewCommunication  # noqa: E402
-from flowhawk.detectors.volume import (  # noqa: E402
+from flowhawk.detectors.clusters_features import prepared
+from flowhawk.detectors.clusters_model import Spec, train
+from flowhawk.detectors.newcomm import NewCommunication
+from flowhawk.detectors.volume import (
     UNDERFLOW_ALL,
     VOLUME_DETECTORS,
     VolumeDetector,
 )
-from flowhawk.engine import DetectionEngine  # noqa: E402
-from flowhawk.netaddr import NetworkSet  # noqa: E402
-from flowhawk.state import StateStore  # noqa: E402
+from flowhawk.engine import DetectionEngine
+from flowhawk.netaddr import NetworkSet
+from flowhawk.state import StateStore
 
 pa.set_cpu_count(1)
 pa.set_io_thread_count(1)
