@@ -89,3 +89,26 @@ def test_effective_lists_every_detector_with_defaults():
     assert set(eff["detectors"]) >= {"M1", "M30", "M31"}
     assert eff["learning"]["period"] == "1h"
     assert eff["detectors"]["M30"]["weight"] == 60.0
+
+
+def test_intel_section_defaults_strictness_and_show(tmp_path):
+    from flowhawk.intel import FeedSettings, IntelSettings
+
+    assert config.load(None).intel == IntelSettings()
+    assert config.load(None).intel.feeds == []
+    path = tmp_path / "intel.toml"
+    path.write_text(
+        '[intel]\nhalf_life = "7d"\n[[intel.feeds]]\nsource = "feeds/c2.txt"\n'
+        'name = "c2"\nweight = 2\ncategory = "c2"\nmax_age = "30d"\n'
+    )
+    cfg = config.load(path)
+    assert cfg.intel.half_life == 7 * 86400
+    assert cfg.intel.feeds == [
+        FeedSettings(source="feeds/c2.txt", name="c2", weight=2, category="c2", max_age=2592000)
+    ]
+    shown = config.effective(cfg)["intel"]
+    assert shown["half_life"] == "7d" and shown["feeds"][0]["max_age"] == "30d"
+    with pytest.raises(ConfigError, match=r"unknown key 'intel\.feeds\.0\.wieght'"):
+        config.from_dict({"intel": {"feeds": [{"source": "x", "wieght": 2}]}})
+    with pytest.raises(ConfigError, match=r"intel\.feeds\.0\.category"):
+        config.from_dict({"intel": {"feeds": [{"source": "x", "category": "evil"}]}})

@@ -11,43 +11,23 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from flowhawk.errors import ConfigError
+from flowhawk.intel.settings import IntelSettings
 from flowhawk.netaddr import parse_network
+from flowhawk.settingtypes import Duration, format_duration, parse_duration
 
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string like ``"90s"``, ``"15m"``, ``"1h"``, ``"7d"``."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or text like '15m'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(value))
-        if not m:
-            raise ValueError(
-                f"{value!r} is not a duration (use seconds or e.g. '90s', '15m', '1h')"
-            )
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-def format_duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+__all__ = ["Config", "Duration", "Strict", "format_duration", "load", "parse_duration"]
 
 
 class Strict(BaseModel):
@@ -279,6 +259,8 @@ class BehaviorSettings(Strict):
 class Config(Strict):
     """The whole configuration."""
 
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
     default_site: str = Field(default="default", description="Site of flows no site rule matches.")
     network: NetworkSettings = NetworkSettings()
     sites: list[Site] = []
@@ -291,6 +273,10 @@ class Config(Strict):
     archive: ArchiveSettings = ArchiveSettings()
     collect: CollectSettings = CollectSettings()
     behavior: BehaviorSettings = BehaviorSettings()
+    intel: IntelSettings = Field(
+        default_factory=IntelSettings,
+        description="Threat-intelligence feeds (none by default) and how they count.",
+    )
     detectors: dict[str, dict[str, Any]] = Field(
         default={}, description="Per-method settings, e.g. [detectors.M1] enabled = false."
     )
@@ -363,6 +349,11 @@ def effective(cfg: Config) -> dict[str, Any]:
         for name, value in data[key].items():
             if isinstance(value, float) and name in _DURATION_KEYS[key]:
                 data[key][name] = format_duration(value)
+    intel = data["intel"]
+    for options in [*intel["feeds"], *intel["options"].values()]:
+        for name in ("max_age", "half_life"):
+            if isinstance(options.get(name), float):
+                options[name] = format_duration(options[name])
     data["detectors"] = {
         name: {
             **cls.Settings().model_dump(mode="json", exclude_none=True),
@@ -380,4 +371,5 @@ _DURATION_KEYS = {
     "normalize": {"stitch_gap"},
     "collect": {"batch_interval", "rollover", "checkpoint"},
     "behavior": {"bucket", "lateness", "retention"},
+    "intel": {"half_life", "max_age", "fetch_timeout"},
 }

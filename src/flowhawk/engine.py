@@ -8,13 +8,15 @@ the same flows give the same buckets however they were batched.
 
 The learning period starts at the first flow ever seen by this data directory and
 lasts ``learning.period`` of event time (or ends at once after a ``flowhawk learn``
-run); what falls before its end teaches the detectors without alarming. Detector
+run); what falls before its end teaches the detectors without alarming. Detectors
+with nothing to learn (``learns = False``, e.g. M27) score every flow from the first. Detector
 state, the open buckets and the engine's metadata are checkpointed together.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa
@@ -28,13 +30,19 @@ from flowhawk.memory import reuse_freed_memory
 from flowhawk.netaddr import NetworkSet
 from flowhawk.state import Meta, StateStore
 
+if TYPE_CHECKING:
+    from flowhawk.intel import IntelSet
 
-def build_detectors(cfg: Config, history: LogStore | None = None) -> list[Detector]:
+
+def build_detectors(
+    cfg: Config, history: LogStore | None = None, intel: IntelSet | None = None
+) -> list[Detector]:
     """One instance of every enabled detector, in registry order."""
     context = DetectorContext(
         internal=NetworkSet(cfg.network.internal),
         local_scope=NetworkSet(cfg.network.local_scope),
         history=history,
+        intel=intel,
     )
     out = []
     for method, cls in DETECTORS:
@@ -53,6 +61,7 @@ class DetectionEngine:
         store: StateStore,
         learn_only: bool = False,
         log_store: LogStore | None = None,
+        intel: IntelSet | None = None,
     ):
         reuse_freed_memory()
         self.cfg = cfg
@@ -60,7 +69,7 @@ class DetectionEngine:
         self.learn_only = learn_only
         self.log_store = log_store
         self.meta: Meta = store.load_meta()
-        self.detectors = build_detectors(cfg, log_store)
+        self.detectors = build_detectors(cfg, log_store, intel)
         for det in self.detectors:
             det.load_state(store.load_tables(det.method))
         self.flow_detectors = [d for d in self.detectors if not d.views]
@@ -84,6 +93,9 @@ class DetectionEngine:
         learn, score = self._split(flows)
         alarms = []
         for det in self.flow_detectors:
+            if not det.learns and not self.learn_only:
+                alarms.append(det.score(Batch(flows, bucket_seconds=self.bucket)))
+                continue
             if learn.height:
                 det.learn(Batch(learn, bucket_seconds=self.bucket))
             if score.height:

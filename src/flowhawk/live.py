@@ -30,6 +30,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from flowhawk import intelstore
 from flowhawk.behavior.log import LogStore
 from flowhawk.config import Config
 from flowhawk.detectors.base import empty_alarms
@@ -64,7 +65,8 @@ class LiveDetection:
         self.cfg = cfg
         self.data_dir = data_dir
         self.logs = LogStore(data_dir / "behavior", run_id, cfg.archive.compression)
-        self.engine = DetectionEngine(cfg, StateStore(data_dir), log_store=self.logs)
+        intel = intelstore.for_run(cfg, data_dir)
+        self.engine = DetectionEngine(cfg, StateStore(data_dir), log_store=self.logs, intel=intel)
         self.window = timedelta(seconds=cfg.events.window)
         self.totals = LiveTotals()
         self._open = empty_alarms()  # alarms of windows that can still change

@@ -3,6 +3,10 @@
 sources -> normalize -> archive -> detectors (event time, hour by hour) -> events
 -> flow scores -> sinks -> host ranking; then a checkpoint of all state.
 
+Threat intelligence is loaded once per run (:func:`flowhawk.intelstore.for_run`: the
+configured feeds and ``intel``, else the data directory's snapshot) and handed to the
+detectors.
+
 Inputs are archived first and detection replays the archive in time order, so
 inputs that overlap in time (several sensors, logs written at connection close)
 are still seen in event-time order, and memory holds one hour of flows at a time.
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +25,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from flowhawk import archive
+from flowhawk import archive, intelstore
 from flowhawk.archive import ArchiveWriter
 from flowhawk.behavior.log import LogStore
 from flowhawk.config import Config
@@ -141,12 +145,16 @@ def run(
     progress: ProgressFn = _no_progress,
     tables: Iterable[tuple[str, Iterator[pa.Table]]] | None = None,
     diagnostics: Diagnostics | None = None,
+    intel: Sequence[str | Path] = (),
 ) -> RunResult:
     """Analyze (or only learn from) ``inputs``.
 
     ``tables`` replaces reading files (a live capture, a simulator): (input name, raw
-    tables) pairs whose problems go to ``diagnostics``.
+    tables) pairs whose problems go to ``diagnostics``. ``intel``: feeds (files,
+    folders, URLs) used besides the configured ones; one that cannot be read raises
+    :class:`InputError` before any input is read.
     """
+    intel_set = None if learn_only else intelstore.for_run(cfg, data_dir, intel)
     diag = diagnostics or Diagnostics()
     clock = _Clock()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -170,7 +178,9 @@ def run(
     clock.lap("read+normalize+archive")
 
     logs = LogStore(data_dir / "behavior", run_id, cfg.archive.compression)
-    engine = DetectionEngine(cfg, StateStore(data_dir), learn_only=learn_only, log_store=logs)
+    engine = DetectionEngine(
+        cfg, StateStore(data_dir), learn_only=learn_only, log_store=logs, intel=intel_set
+    )
     parts = writer.partitions()
     progress("detect", 0, len(parts))
     found = []

@@ -3,13 +3,17 @@
 Each detector runs alone (every other one disabled) in a :class:`DetectionEngine` fed
 the demo's two simulated days: day one teaches, day two has incidents. Flow detectors
 and behavior detectors (which read the behavioral log) are held to the same contract.
+The engines get the demo's threat intelligence (its C2 server listed), as
+``flowhawk demo`` configures it.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 from datetime import timedelta
+from functools import cache
 from pathlib import Path
 
 import polars as pl
@@ -17,9 +21,11 @@ import pytest
 
 from flowhawk import config
 from flowhawk.behavior.log import LogStore
+from flowhawk.demo import DEMO_FEED, demo_feed_text
 from flowhawk.detectors import DETECTORS
 from flowhawk.detectors.base import ALARM_SCHEMA, DetectorSettings
 from flowhawk.engine import DetectionEngine
+from flowhawk.intel import IntelSet, load
 from flowhawk.state import StateStore
 
 ALL = DETECTORS.names()
@@ -30,12 +36,21 @@ def _cfg(method: str) -> config.Config:
     return config.from_dict({"learning": {"period": "1d"}, "detectors": detectors})
 
 
+@cache
+def _intel() -> IntelSet:
+    """The demo's feed, loaded once (its content fixes its version)."""
+    folder = Path(tempfile.mkdtemp())
+    (folder / DEMO_FEED).write_text(demo_feed_text())
+    return load([folder / DEMO_FEED])
+
+
 def _engine(method: str, data: Path, learn_only: bool = False) -> DetectionEngine:
     return DetectionEngine(
         _cfg(method),
         StateStore(data),
         learn_only=learn_only,
         log_store=LogStore(data / "behavior", "t"),
+        intel=_intel(),
     )
 
 
@@ -86,6 +101,7 @@ def _all(data: Path, learn_only: bool = False) -> DetectionEngine:
         StateStore(data),
         learn_only=learn_only,
         log_store=LogStore(data / "behavior", "t"),
+        intel=_intel(),
     )
 
 
@@ -164,6 +180,6 @@ def test_learn_only_never_alarms(method, runs):
 def test_each_detector_works_alone(demo_flows, tmp_path):
     """Alone (the others disabled) a detector gives what it gives among all the others."""
     together = _run(_all(tmp_path / "all"), _hours(demo_flows))
-    for method in ("M1", "M5", "M9"):  # flow, overflow and underflow/silence paths
+    for method in ("M1", "M5", "M9", "M27"):  # flow, overflow, underflow/silence, intel
         alone = _run(_engine(method, tmp_path / method), _hours(demo_flows))
         assert _sort(alone).equals(_sort(together.filter(pl.col("method") == method)))

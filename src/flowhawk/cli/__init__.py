@@ -56,6 +56,7 @@ def _root(
 from flowhawk.cli import analyze as _analyze  # noqa: E402,F401  (registers commands)
 from flowhawk.cli import collect as _collect  # noqa: E402,F401
 from flowhawk.cli import config_cmd as _config  # noqa: E402,F401
+from flowhawk.cli import intel as _intel  # noqa: E402,F401
 from flowhawk.cli import replay as _replay  # noqa: E402,F401
 from flowhawk.cli import simulate as _simulate  # noqa: E402,F401
 from flowhawk.cli import sql as _sql  # noqa: E402,F401

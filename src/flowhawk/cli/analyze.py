@@ -74,6 +74,14 @@ def analyze(
     bpf: str | None = typer.Option(
         None, "--filter", help="With --interface: a capture filter, e.g. 'not port 22'."
     ),
+    intel: list[str] = typer.Option(
+        [],
+        "--intel",
+        help="Threat-intelligence feed (file, folder or URL; format detected), besides the "
+        "configured ones; repeatable. Default: the configured feeds, else the data "
+        "directory's snapshot (`flowhawk intel update`).",
+        show_default=False,
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Read INPUTS (or a live interface), archive their flows, run every detector in event
@@ -98,7 +106,9 @@ def analyze(
         )
     _check_format(fmt)
     live = (interface, duration, packets, bpf) if interface else None
-    _analyze(inputs or [], out, data or out, config, fmt, quiet, learn_only=False, live=live)
+    _analyze(
+        inputs or [], out, data or out, config, fmt, quiet, learn_only=False, live=live, intel=intel
+    )
 
 
 @app.command()
@@ -161,6 +171,7 @@ def _analyze(
     quiet: bool,
     learn_only: bool,
     live: tuple | None = None,
+    intel: list[str] | None = None,
 ) -> None:
     cfg = cfgmod.load(config)
     extra = _live_input(cfg, live, quiet) if live is not None else {}
@@ -173,6 +184,7 @@ def _analyze(
             out_dir=out,
             fmt=fmt,
             learn_only=learn_only,
+            intel=intel or [],
             **extra,
         )
     except NothingReadable as exc:

@@ -1,11 +1,14 @@
 """The built-in demo: two simulated days of a small company, ready to analyze.
 
 ``make_demo(folder)`` writes ``acme-conn.log`` (Zeek TSV), ``acme.toml`` (its
-configuration) and ``INCIDENTS.txt`` (what happened, for checking the results).
+configuration), ``acme-c2.txt`` (a threat-intelligence feed listing the demo's C2
+server, configured in ``acme.toml``) and ``INCIDENTS.txt`` (what happened, for
+checking the results).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -13,6 +16,9 @@ from pathlib import Path
 from flowhawk.demo.scenario import INCIDENTS, streams
 from flowhawk.demo.simulate import generate
 from flowhawk.demo.zeekfmt import write_conn_log
+
+#: Name of the demo's threat-intelligence feed (a plain list, in the package data).
+DEMO_FEED = "acme-c2.txt"
 
 DEMO_DAY = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 DEMO_SEED = 20260302
@@ -24,8 +30,14 @@ def make_demo(folder: Path) -> tuple[Path, Path]:
     log = folder / "acme-conn.log"
     flows = generate(streams(), DEMO_DAY, hours=48, seed=DEMO_SEED)
     write_conn_log(flows, log, seed=str(DEMO_SEED))
+    feed = folder / DEMO_FEED
+    feed.write_text(demo_feed_text())
     cfg = folder / "acme.toml"
-    cfg.write_text(resources.files("flowhawk.demo").joinpath("demo.toml").read_text())
+    cfg.write_text(
+        resources.files("flowhawk.demo").joinpath("demo.toml").read_text()
+        + f"\n[[intel.feeds]]  # what the threat feeds say about the demo's addresses\n"
+        f"source = {json.dumps(str(feed.resolve()))}\n"
+    )
     day2 = DEMO_DAY + timedelta(days=1)
     lines = [f"{day2:%Y-%m-%d} {t} UTC  {what}" for t, what in INCIDENTS]
     (folder / "INCIDENTS.txt").write_text(
@@ -34,3 +46,8 @@ def make_demo(folder: Path) -> tuple[Path, Path]:
         + "\n"
     )
     return log, cfg
+
+
+def demo_feed_text() -> str:
+    """The demo's threat-intelligence feed: the C2 server of its incidents."""
+    return resources.files("flowhawk.demo").joinpath(DEMO_FEED).read_text()

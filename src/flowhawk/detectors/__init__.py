@@ -10,6 +10,7 @@ from __future__ import annotations
 from flowhawk.detectors.base import Detector
 from flowhawk.detectors.clusters import CLUSTER_DETECTORS
 from flowhawk.detectors.devices import NewExternalDevice, NewInternalDevice
+from flowhawk.detectors.intel import IntelligenceHit
 from flowhawk.detectors.newcomm import NewCommunication
 from flowhawk.detectors.volume import VOLUME_DETECTORS
 from flowhawk.registry import Registry
@@ -22,6 +23,7 @@ DETECTORS: Registry[type[Detector]] = Registry(
             NewCommunication,
             *VOLUME_DETECTORS,
             *CLUSTER_DETECTORS,
+            IntelligenceHit,
             NewInternalDevice,
             NewExternalDevice,
         )

@@ -16,13 +16,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowhawk.netaddr import NetworkSet
+
+if TYPE_CHECKING:
+    from flowhawk.intel import IntelSet
 
 UTC_US = pl.Datetime("us", "UTC")
 
@@ -118,6 +121,7 @@ class DetectorContext:
     internal: NetworkSet
     local_scope: NetworkSet
     history: History | None = None  # the behavioral log on disk, when there is one
+    intel: IntelSet | None = None  # threat intelligence loaded for the run, when there is some
     #: Work and state detectors of one engine share (e.g. M2-M9's volume core), by key.
     shared: dict[object, Any] = field(default_factory=dict)
 
@@ -178,6 +182,9 @@ class Detector(ABC):
     Settings: ClassVar[type[DetectorSettings]] = DetectorSettings
     #: Views of the behavioral log it reads (empty: it reads flows).
     views: ClassVar[tuple[str, ...]] = ()
+    #: False for detectors with nothing to learn: they score from the first flow,
+    #: during the learning period too (never in a learn-only run).
+    learns: ClassVar[bool] = True
 
     def __init__(self, settings: DetectorSettings, context: DetectorContext):
         self.settings = settings

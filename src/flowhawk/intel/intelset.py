@@ -26,6 +26,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -34,6 +35,7 @@ import pyarrow as pa
 from flowhawk import netaddr
 from flowhawk.diagnostics import Diagnostics
 from flowhawk.intel import reputation as rep
+from flowhawk.intel import snapshot
 from flowhawk.intel.addresses import parse_ranges
 from flowhawk.intel.domaintable import DomainTable, string_buffers
 from flowhawk.intel.iptable import IpTable
@@ -192,6 +194,15 @@ class IntelSet:
         counts = {f.name: f.indicators.height for f in feeds}
         infos = [FeedInfo(**_info(f), indicators=counts[f.name]) for f in feeds]
         return cls(infos, indicators, evidence, _set_version(feeds), as_of)
+
+    def save(self, folder: Path) -> Path:
+        """Write the set into ``folder`` (:mod:`flowhawk.intel.snapshot`)."""
+        return snapshot.save(self, folder)
+
+    @classmethod
+    def open(cls, folder: Path) -> IntelSet:
+        """The set saved in ``folder`` by :meth:`save`; no feed is parsed again."""
+        return snapshot.open_set(folder)
 
     def _build_tables(self) -> None:
         ind = self.indicators

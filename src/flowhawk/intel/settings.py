@@ -15,8 +15,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from flowhawk.config import Duration, Strict
 from flowhawk.intel.schema import CATEGORIES
+from flowhawk.settingtypes import Duration, Strict
 
 FormatName = Literal["plain", "csv", "maltrail", "zeek", "stix", "misp"]
 Category = Literal[CATEGORIES]  # type: ignore[valid-type]

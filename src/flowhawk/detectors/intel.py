@@ -1,0 +1,154 @@
+"""M27: a flow to or from an address that threat intelligence lists.
+
+Both ends of every flow are looked up in the run's intel set
+(:class:`~flowhawk.intel.IntelSet`, exact addresses and containing networks), once per
+distinct address of a batch. Each listed side of a flow raises one alarm about that
+address: its score is ``1 - reputation / 100`` (a fresh C2 listing, reputation 10,
+scores 0.9; a Tor relay, 64, scores 0.36) and its reason names the side, the
+address, the feeds that list it with their versions, the categories and families
+they give, and the reputation.
+
+Nothing is learned and nothing is kept: M27 alarms from the first flow, and without
+intel loaded it raises nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import polars as pl
+import pyarrow as pa
+from pydantic import Field
+
+from flowhawk.detectors.base import (
+    Batch,
+    Detector,
+    DetectorSettings,
+    comm_columns,
+    conform_alarms,
+    empty_alarms,
+)
+
+Side = Literal["client", "server"]
+_COLUMN = {"client": "src_ip", "server": "dst_ip"}
+#: Feeds named in a reason at most (the rest are counted).
+FEEDS_SHOWN = 3
+
+
+class IntelHitSettings(DetectorSettings):
+    weight: float = Field(default=60.0, ge=0, le=100)
+    max_reputation: int = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description="Alarm on listed addresses whose reputation is at most this (100: any).",
+    )
+    sides: list[Side] = Field(
+        default=["client", "server"], description="Which ends of a flow are looked up."
+    )
+
+
+def _version(v: str) -> str:
+    return f"v{v[:8]}"
+
+
+class IntelligenceHit(Detector):
+    method = "M27"
+    title = "intelligence hit"
+    Settings = IntelHitSettings
+    learns = False
+
+    def learn(self, batch: Batch) -> None:
+        return None
+
+    def score(self, batch: Batch) -> pl.DataFrame:
+        assert isinstance(self.settings, IntelHitSettings)
+        intel = self.context.intel
+        flows = batch.flows
+        sides = [s for s in ("client", "server") if s in self.settings.sides]
+        if intel is None or len(intel) == 0 or flows.height == 0 or not sides:
+            return empty_alarms()
+        addresses = pl.concat([flows.get_column(_COLUMN[s]) for s in sides]).unique()
+        hits = pl.concat(
+            [pl.DataFrame({"_ip": addresses}), intel.lookup_ips(addresses)], how="horizontal"
+        ).filter(pl.col("reputation") <= self.settings.max_reputation)
+        if hits.height == 0:
+            return empty_alarms()
+        hits = hits.join(self._describe(hits), on="indicator", how="left")
+        parts = []
+        for side in sides:
+            column = _COLUMN[side]
+            listed = flows.join(hits, left_on=column, right_on="_ip", how="inner")
+            if listed.height:
+                parts.append(self._alarms(listed, side, column))
+        if not parts:
+            return empty_alarms()
+        alarms = pl.concat(parts).sort("ts", "src_ip", "dst_ip", "entity", maintain_order=True)
+        return conform_alarms(alarms.filter(pl.col("score") >= self.settings.min_score))
+
+    def _describe(self, hits: pl.DataFrame) -> pl.DataFrame:
+        """Per listed indicator: what lists it, as text (one row per indicator)."""
+        intel = self.context.intel
+        assert intel is not None
+        indicators = hits.get_column("indicator").unique().to_list()
+        order = {"descending": [False, True, False]}
+        evidence = intel.explain(indicators).sort("indicator", "risk", "feed", **order)
+        values = intel.indicators.filter(pl.col("indicator").is_in(indicators))
+        rows = []
+        for (indicator,), ev in evidence.group_by("indicator", maintain_order=True):
+            pairs = ev.select("feed", "feed_version").unique(maintain_order=True)
+            feeds = [f"{name} ({_version(version)})" for name, version in pairs.iter_rows()]
+            if len(feeds) > FEEDS_SHOWN:
+                feeds = [*feeds[:FEEDS_SHOWN], f"{len(feeds) - FEEDS_SHOWN} more"]
+            categories = ev.get_column("category").drop_nulls().unique(maintain_order=True)
+            families = ev.get_column("family").drop_nulls().unique(maintain_order=True)
+            listing = f"listed by {', '.join(feeds)} as {'/'.join(categories) or 'malicious'}"
+            if families.len():
+                listing += f" ({', '.join(families.head(FEEDS_SHOWN))})"
+            rows.append((indicator, listing))
+        described = pl.DataFrame(
+            rows, schema={"indicator": pl.UInt32(), "_listing": pl.String()}, orient="row"
+        )
+        network = values.select(
+            "indicator",
+            _network=pl.when(pl.col("type") == "cidr").then(pl.col("value")),
+        )
+        return described.join(network, on="indicator", how="left")
+
+    def _alarms(self, listed: pl.DataFrame, side: str, column: str) -> pl.DataFrame:
+        address = pl.col(column)
+        where = (
+            pl.when(pl.col("_network").is_not_null())
+            .then(pl.concat_str([pl.lit(" (in "), pl.col("_network"), pl.lit(")")]))
+            .otherwise(pl.lit(""))
+        )
+        rep = pl.col("reputation").cast(pl.String)
+        return listed.select(
+            **comm_columns(self.method, self.title),
+            score=1.0 - pl.col("reputation").cast(pl.Float64) / 100.0,
+            entity=address,
+            observed=pl.concat_str(
+                [pl.lit(f"{side} "), address, where, pl.lit(" listed, reputation "), rep]
+            ),
+            expected=pl.lit("an address no feed lists"),
+            observed_value=pl.col("reputation").cast(pl.Float64),
+            expected_value=pl.lit(100.0),
+            threshold=pl.lit(float(self.settings.max_reputation)),  # type: ignore[attr-defined]
+            reason=pl.concat_str(
+                [
+                    pl.lit(f"{side} "),
+                    address,
+                    where,
+                    pl.lit(" is "),
+                    pl.col("_listing"),
+                    pl.lit("; reputation "),
+                    rep,
+                ]
+            ),
+        )
+
+    def state(self) -> dict[str, pa.Table]:
+        return {}
+
+    def load_state(self, state: dict[str, pa.Table]) -> None:
+        return None
