@@ -178,7 +178,9 @@ def test_eligible_rows_follow_min_history(magnitude):
 
 @pytest.mark.parametrize("budget", [0.01, 0.05])
 def test_threshold_respects_the_false_alarm_budget(history, budget):
-    p = cm.Params(min_clusters=2, max_clusters=4, budget=budget, min_threshold=0.1)
+    p = cm.Params(
+        min_clusters=2, max_clusters=4, budget=budget, min_threshold=0.1, erratic_rows=10**6
+    )  # the view's threshold alone
     tables = cm.train(history, MAG, p, NOW)
     info = tables["info"].row(0, named=True)
     assert info["alarm_rate"] <= budget
@@ -216,10 +218,11 @@ def test_a_steady_key_alarms_under_its_own_threshold():
     hist = _own_threshold_history()
     changed = pl.concat([hist, _one(WEB, "web", NOW + timedelta(minutes=60), scale=1.5)])
     view_only = cm.Params(min_clusters=2, max_clusters=4, budget=0.01, min_threshold=0.2,
-                          own_rows=10**6)  # fmt: skip
+                          own_rows=10**6, erratic_rows=10**6)  # fmt: skip
     own = cm.Params(**{**view_only.__dict__, "own_rows": 100})
+    erratic = cm.Params(**{**view_only.__dict__, "erratic_rows": 100})
     results = {}
-    for name, p in (("view", view_only), ("own", own)):
+    for name, p in (("view", view_only), ("own", own), ("erratic", erratic)):
         tables = cm.train(hist, MAG, p, NOW)
         keys = tables["keys"].join(
             hist.select("site", "src_ip", "dst_ip", "dst_port", "proto").unique()
@@ -240,6 +243,11 @@ def test_a_steady_key_alarms_under_its_own_threshold():
     assert all(t >= 0.2 for t in thr.values()), "every key has its own, at least min_threshold"
     assert thr[WEB] < view_thr < max(thr.values()), "the steady key's lower, noisy ones higher"
     assert used == thr[WEB] and value > used, "its change alarms"
+    # with a short history, a key's own scores can only raise its threshold
+    view_thr3, thr, value, used = results["erratic"]
+    assert view_thr3 == view_thr and min(thr.values()) >= view_thr
+    assert thr[WEB] == view_thr < max(thr.values()), "the steady key keeps the view's"
+    assert used == view_thr and value <= used
 
 
 def test_too_little_history_gives_no_model(history):

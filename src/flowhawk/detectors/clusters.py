@@ -20,7 +20,8 @@ distance): far from every normal cluster, or a jump to a cluster this key never 
 both raise it. Keys with fewer than ``min_history`` active buckets never alarm. A row
 alarms when the ratio exceeds the threshold self-tuned to ``false_alarm_budget`` on
 the history (the key's own when it has ``own_threshold_rows`` active buckets, else
-the view's), or the one set in ``threshold`` / ``site_thresholds``; ``score`` is
+the view's, raised to the key's own where ``erratic_rows`` of them show it higher),
+or the one set in ``threshold`` / ``site_thresholds``; ``score`` is
 ``ratio / (1 + ratio)``. Models retrain every ``retrain_every`` of event time, at the
 same times however the buckets were batched, and are checkpointed with their version;
 the velocity methods of a view share the last vector of each key (48 bytes per key,
@@ -83,6 +84,14 @@ class ClusterSettings(BehaviorSettings):
             "on its own scores (2400 one-minute buckets: 40 hours); others use the view's."
         ),
     )
+    erratic_rows: int = Field(
+        default=20,
+        ge=1,
+        description=(
+            "Active buckets from which a key's own scores can raise (never lower) its "
+            "threshold above the view's, until it has `own_threshold_rows`."
+        ),
+    )
     threshold: float | None = Field(
         default=None, gt=0, description="Fixed threshold on the distance ratio (no self-tuning)."
     )
@@ -111,6 +120,7 @@ class ClusterSettings(BehaviorSettings):
             seed=self.seed,
             jumps=self.jumps,
             own_rows=self.own_threshold_rows,
+            erratic_rows=self.erratic_rows,
         )
 
 

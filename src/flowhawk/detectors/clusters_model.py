@@ -21,8 +21,11 @@ One model per detector (one view, magnitude or velocity, k-means or Gaussian mix
    from the largest of them, as the volume baselines do
    (:func:`~flowhawk.behavior.baseline.tail_threshold`). The view's threshold is set by
    every key's scores, so the noisiest keys decide it: a steady key's change stayed
-   under it however far from its own normal it went. The alarm rate this gives on the
-   history is measured and kept (``alarm_rate``).
+   under it however far from its own normal it went. A key with fewer rows but at
+   least ``erratic_rows`` gets the same from its own scores only where it is above the
+   view's: too short a history to trust for a lower threshold, long enough to show
+   that the key is erratic. The alarm rate this gives on the history is measured and
+   kept (``alarm_rate``).
 
 The model is plain tables (``info``, ``scaling``, ``clusters``, ``precision`` for the
 mixture, ``keys``); per key it keeps 20 bytes: the key hash, active buckets, the
@@ -80,6 +83,7 @@ class Params:
     seed: int = 0
     jumps: bool = True
     own_rows: int = 2400
+    erratic_rows: int = 20
 
 
 def train(history: pl.DataFrame, spec: Spec, p: Params, until: datetime) -> dict[str, pl.DataFrame]:
@@ -259,6 +263,14 @@ def _tune(
         qs = big.group_by("g").agg(tail_threshold(pl.col("v"), p.budget))
         gi = qs.get_column("g").to_numpy()
         key_thr[gi] = _up32(np.maximum(qs.get_column("v").to_numpy(), p.min_threshold))
+    few = (per >= p.erratic_rows) & (per < p.own_rows)
+    if few.any():  # an erratic key's own scores may raise its threshold above the view's
+        small = pl.DataFrame({"g": g[~jump], "v": v[~jump]}).filter(
+            pl.col("g").is_in(np.flatnonzero(few))
+        )
+        qs = small.group_by("g").agg(tail_threshold(pl.col("v"), p.budget))
+        gi = qs.get_column("g").to_numpy()
+        key_thr[gi] = _up32(np.maximum(qs.get_column("v").to_numpy(), view_thr))
     row_thr = np.where(key_thr[g] > 0, key_thr[g], view_thr)
     alarms = int(jump.sum()) + int((v[~jump] > row_thr[~jump]).sum())
     keys = pl.DataFrame(
