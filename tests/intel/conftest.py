@@ -10,9 +10,9 @@ import pytest
 
 from flowhawk.diagnostics import Diagnostics, InputStats
 from flowhawk.intel import formats
+from flowhawk.intel.feeds import Feed, content_version
 from flowhawk.intel.formats.base import ParseContext, finish
 from flowhawk.intel.formats.base import entries as raw_entries
-from flowhawk.intel.load import Feed, content_version
 from flowhawk.intel.settings import FeedOptions, IntelSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -9,10 +9,26 @@ import polars as pl
 
 from flowhawk.diagnostics import Diagnostics
 from flowhawk.intel import HIGH_RISK, IntelSet
-from flowhawk.intel.reputation import SEVERITY, reputation_of
+from flowhawk.intel.reputation import AGREEMENT, CAP, SEVERITY
 from flowhawk.intel.schema import CATEGORIES
 
 from .conftest import NOW, make_feed
+
+
+def reputation_of(evidence: list[tuple[str, float]]) -> int:
+    """The reputation of one value from its feeds' ``(category, risk)``: the formula of
+    :mod:`flowhawk.intel.reputation`, one value at a time (what ``score`` computes for
+    columns)."""
+    by_category: dict[str, list[float]] = {}
+    for category, risk in evidence:
+        by_category.setdefault(category, []).append(risk)
+    remaining = 1.0
+    for risks in by_category.values():
+        agreed = 1.0
+        for r in risks:
+            agreed *= 1.0 - r
+        remaining *= 1.0 - min(CAP, AGREEMENT * max(risks), 1.0 - agreed)
+    return round(100.0 * remaining)
 
 
 def _rep(intel: IntelSet, value: str) -> int:

@@ -256,21 +256,19 @@ def _tune(
     )
     key_thr = np.zeros(len(starts), dtype=np.float32)
     per = np.bincount(g[~jump], minlength=len(starts))
-    if (per >= p.own_rows).any():
-        big = pl.DataFrame({"g": g[~jump], "v": v[~jump]}).filter(
-            pl.col("g").is_in(np.flatnonzero(per >= p.own_rows))
+    tuned = np.flatnonzero(per >= min(p.own_rows, p.erratic_rows))
+    if len(tuned):
+        qs = (
+            pl.DataFrame({"g": g[~jump], "v": v[~jump]})
+            .filter(pl.col("g").is_in(tuned))
+            .group_by("g")
+            .agg(tail_threshold(pl.col("v"), p.budget))
         )
-        qs = big.group_by("g").agg(tail_threshold(pl.col("v"), p.budget))
         gi = qs.get_column("g").to_numpy()
-        key_thr[gi] = _up32(np.maximum(qs.get_column("v").to_numpy(), p.min_threshold))
-    few = (per >= p.erratic_rows) & (per < p.own_rows)
-    if few.any():  # an erratic key's own scores may raise its threshold above the view's
-        small = pl.DataFrame({"g": g[~jump], "v": v[~jump]}).filter(
-            pl.col("g").is_in(np.flatnonzero(few))
-        )
-        qs = small.group_by("g").agg(tail_threshold(pl.col("v"), p.budget))
-        gi = qs.get_column("g").to_numpy()
-        key_thr[gi] = _up32(np.maximum(qs.get_column("v").to_numpy(), view_thr))
+        # a key's own threshold when its history is long enough; else only where its
+        # own scores put it above the view's (an erratic key)
+        floor = np.where(per[gi] >= p.own_rows, p.min_threshold, view_thr)
+        key_thr[gi] = _up32(np.maximum(qs.get_column("v").to_numpy(), floor))
     row_thr = np.where(key_thr[g] > 0, key_thr[g], view_thr)
     alarms = int(jump.sum()) + int((v[~jump] > row_thr[~jump]).sum())
     keys = pl.DataFrame(

@@ -2,7 +2,7 @@
 
 * :mod:`~flowhawk.intel.formats`: one parser per feed format (plain lists, CSV,
   maltrail trails, Zeek intel, STIX 2.1, MISP), detected from content;
-* :mod:`~flowhawk.intel.load`: files, folders and URLs to feeds, with versions;
+* :mod:`~flowhawk.intel.feeds`: files, folders and URLs to feeds, with versions;
 * :mod:`~flowhawk.intel.reputation`: the score 0-100 (lower is riskier) and its formula;
 * :mod:`~flowhawk.intel.intelset`: the loaded set, its evidence and the columnar
   lookups of addresses (:mod:`~flowhawk.intel.iptable`), domains
@@ -19,16 +19,29 @@ Typical use::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
-from pathlib import Path
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from flowhawk.diagnostics import Diagnostics
-from flowhawk.intel.intelset import FeedInfo, IntelSet
-from flowhawk.intel.load import Feed, load_feeds
-from flowhawk.intel.reputation import HIGH_RISK
-from flowhawk.intel.settings import CsvMapping, FeedOptions, FeedSettings, IntelSettings
+if TYPE_CHECKING:
+    from flowhawk.intel.feeds import Feed, load_feeds
+    from flowhawk.intel.intelset import FeedInfo, IntelSet, load
+    from flowhawk.intel.reputation import HIGH_RISK
+    from flowhawk.intel.settings import CsvMapping, FeedOptions, FeedSettings, IntelSettings
 
+#: Where each public name lives. They are imported on first use, so that reading the
+#: settings (as the configuration does for every command) does not compile lookups.
+_HOMES = {
+    "HIGH_RISK": "reputation",
+    "CsvMapping": "settings",
+    "Feed": "feeds",
+    "FeedInfo": "intelset",
+    "FeedOptions": "settings",
+    "FeedSettings": "settings",
+    "IntelSet": "intelset",
+    "IntelSettings": "settings",
+    "load": "intelset",
+    "load_feeds": "feeds",
+}
 __all__ = [
     "HIGH_RISK",
     "CsvMapping",
@@ -43,19 +56,7 @@ __all__ = [
 ]
 
 
-def load(
-    sources: Iterable[str | Path | FeedSettings],
-    settings: IntelSettings | None = None,
-    *,
-    diagnostics: Diagnostics | None = None,
-    now: datetime | None = None,
-    as_of: datetime | None = None,
-) -> IntelSet:
-    """Load feeds (files, folders, http(s) URLs) and build the scored, indexed set.
-
-    ``now`` fixes the load time of every feed (default: the clock); ``as_of`` the time
-    reputations are computed at (default: the latest load time).
-    """
-    diagnostics = diagnostics or Diagnostics()
-    feeds = load_feeds(sources, settings, diagnostics=diagnostics, now=now)
-    return IntelSet.build(feeds, as_of=as_of, diagnostics=diagnostics)
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,9 +38,10 @@ from flowhawk.intel import reputation as rep
 from flowhawk.intel import snapshot
 from flowhawk.intel.addresses import parse_ranges
 from flowhawk.intel.domaintable import DomainTable, string_buffers
+from flowhawk.intel.feeds import Feed, load_feeds
 from flowhawk.intel.iptable import IpTable
-from flowhawk.intel.load import Feed
 from flowhawk.intel.schema import INDICATOR_SCHEMA
+from flowhawk.intel.settings import FeedSettings, IntelSettings
 from flowhawk.intel.tokens import url_keys
 from flowhawk.jit import numba
 
@@ -277,3 +278,21 @@ class IntelSet:
     def feed_versions(self) -> dict[str, str]:
         """Feed name -> content version."""
         return {f.name: f.version for f in self.feeds}
+
+
+def load(
+    sources: Iterable[str | Path | FeedSettings],
+    settings: IntelSettings | None = None,
+    *,
+    diagnostics: Diagnostics | None = None,
+    now: datetime | None = None,
+    as_of: datetime | None = None,
+) -> IntelSet:
+    """Load feeds (files, folders, http(s) URLs) and build the scored, indexed set.
+
+    ``now`` fixes the load time of every feed (default: the clock); ``as_of`` the time
+    reputations are computed at (default: the latest load time).
+    """
+    diagnostics = diagnostics or Diagnostics()
+    feeds = load_feeds(sources, settings, diagnostics=diagnostics, now=now)
+    return IntelSet.build(feeds, as_of=as_of, diagnostics=diagnostics)

@@ -142,18 +142,3 @@ def score(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         .gather(by_risk)
     )
     return indicators, evidence
-
-
-def reputation_of(evidence: list[tuple[str, float]]) -> int:
-    """The reputation of one value from its feeds' ``(category, risk)`` (the formula
-    above, one value at a time; what :func:`score` computes for columns)."""
-    by_category: dict[str, list[float]] = {}
-    for category, risk in evidence:
-        by_category.setdefault(category, []).append(risk)
-    remaining = 1.0
-    for risks in by_category.values():
-        agreed = 1.0
-        for r in risks:
-            agreed *= 1.0 - r
-        remaining *= 1.0 - min(CAP, AGREEMENT * max(risks), 1.0 - agreed)
-    return round(100.0 * remaining)
