@@ -44,6 +44,22 @@ def method_weights(cfg: Config) -> dict[str, float]:
     }
 
 
+def correlate(alarms: pl.DataFrame, cfg: Config) -> pl.DataFrame:
+    """The alarms after every enabled derived method (M28) derived its alarms from them."""
+    derived = [
+        cls
+        for method, cls in DETECTORS
+        if cls.derived and cls.Settings.model_validate(cfg.detector_settings(method)).enabled
+    ]
+    if not derived or alarms.height == 0:
+        return alarms
+    behavioral = [method for method, cls in DETECTORS if cls.learns and not cls.derived]
+    df = with_window(alarms, cfg.events.window, "ts")
+    for cls in derived:
+        df = cls.correlate(df, EVENT_KEY, behavioral)
+    return df.drop("window_start")
+
+
 def with_window(df: pl.DataFrame, window_seconds: float, ts_col: str) -> pl.DataFrame:
     every = f"{max(1, round(window_seconds))}s"
     return df.with_columns(window_start=pl.col(ts_col).dt.truncate(every))
@@ -75,7 +91,7 @@ def build_events(alarms: pl.DataFrame, cfg: Config) -> tuple[pl.DataFrame, pl.Da
             contribution=pl.lit(None, pl.Float64),
             window_start=pl.lit(None, UTC_US),
         )
-    a = contributions(alarms, cfg)
+    a = contributions(correlate(alarms, cfg), cfg)
     a = a.sort(["contribution", "method"], descending=[True, False], maintain_order=True)
     events = a.group_by(EVENT_KEY, maintain_order=True).agg(
         ts_start=pl.col("ts").min(),

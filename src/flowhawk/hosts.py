@@ -54,7 +54,7 @@ def rank_hosts(
             shared.with_columns(ip=pl.col("dst_ip")),
         ],
         how="vertical",
-    )
+    ).filter(pl.col("ip") != "*")  # a view's "any host" side is not a host
     age = (pl.lit(now) - pl.col("ts")).dt.total_seconds().cast(pl.Float64)
     rows = rows.with_columns(faded=pl.col("contribution") * (0.5 ** (age / max(half_life, 1.0))))
     rows = rows.join(

@@ -213,14 +213,15 @@ def test_demo_main_job(tmp_path):
     # Every host among the first seven took part in an incident (scenario.INCIDENTS):
     # hoarder and file server, silent PLC and its poller, the exfiltrating database,
     # the MQTT broker and its dead sensor, the rogue device, patient zero, the DNS
-    # tunneller, the DNS server tunnelling over ICMP.
+    # tunneller, the DNS server tunnelling over ICMP, the Tor user.
     incident_hosts = {"10.10.1.31", "10.10.0.20", "10.20.1.15", "10.20.0.5", "10.10.0.30",
                       "10.20.0.7", "10.20.1.53", "10.10.1.250", "10.10.1.23", "10.10.1.35",
-                      "10.10.0.53"}  # fmt: skip
+                      "10.10.0.53", "10.10.1.17"}  # fmt: skip
     assert set(ranked[:7]) <= incident_hosts
-    # the rogue device's few flows rank it after the hosts of the other incidents; patient
-    # zero's beacon needs beaconing detection (N1), its new peers rank it
-    assert ranked.index("10.10.1.250") < 12 and ranked.index("10.10.1.23") < 25
+    assert "*" not in ranked  # a view's "any host" is not a host
+    # the rogue device's few flows rank it after the hosts of the other incidents and the
+    # C2 server; patient zero talks to a listed C2 server (M28/M29)
+    assert ranked.index("10.10.1.250") < 14 and ranked.index("10.10.1.23") < 6
 
 
 @pytest.mark.live
@@ -266,14 +267,19 @@ def test_interface_and_inputs_are_exclusive(tmp_path):
     assert res.returncode == 2 and "go with --interface" in res.stderr
 
 
-def test_zeek_log_folder_reads_conn_and_counts_other_logs_as_ignored(shared_data, tmp_path):
+def test_zeek_log_folder_reads_conn_and_dns_and_counts_other_logs_as_ignored(
+    shared_data, tmp_path
+):
     folder = shared_data / "labeled/slips_dataset/dataset_HEAD/test10-mixed-zeek-dir"
     res = fh("analyze", str(folder), "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
     lines = [" ".join(line.split()) for line in res.stdout.splitlines()]
     conn = next(line for line in lines if line.startswith(f"{folder}/conn.log"))
     assert "zeek" in conn and "ok" in conn
+    dns = next(line for line in lines if line.startswith(f"{folder}/dns.log"))
+    assert "dns │ 93 │ 0 │" in dns  # 93 transactions, no flows: passive DNS
     row = next(line for line in lines if line.startswith(f"{folder} "))
-    others = sum(1 for p in folder.iterdir() if p.name != "conn.log")
+    others = sum(1 for p in folder.iterdir() if p.name not in ("conn.log", "dns.log"))
     assert f"folder │ 0 │ 0 │ 0 │ {others} │ ok" in row
     assert "unreadable" not in res.stdout
+    assert (tmp_path / "pdns" / "pdns.parquet").is_file()

@@ -25,6 +25,7 @@ from flowhawk.demo import DEMO_FEED, demo_feed_text
 from flowhawk.detectors import DETECTORS
 from flowhawk.detectors.base import ALARM_SCHEMA, DetectorSettings
 from flowhawk.engine import DetectionEngine
+from flowhawk.events import correlate
 from flowhawk.intel import IntelSet, load
 from flowhawk.state import StateStore
 
@@ -106,6 +107,9 @@ def _all(data: Path, learn_only: bool = False) -> DetectionEngine:
 
 
 def _by_method(alarms: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Alarms per method, derived methods (M28) included: they are derived from the
+    others' alarms as events are built."""
+    alarms = correlate(alarms, _all_cfg())
     return {m: _sort(alarms.filter(pl.col("method") == m)) for m in ALL}
 
 

@@ -1,9 +1,9 @@
 """The built-in demo: two simulated days of a small company, ready to analyze.
 
 ``make_demo(folder)`` writes ``acme-conn.log`` (Zeek TSV), ``acme.toml`` (its
-configuration), ``acme-c2.txt`` (a threat-intelligence feed listing the demo's C2
-server, configured in ``acme.toml``) and ``INCIDENTS.txt`` (what happened, for
-checking the results).
+configuration), ``acme-intel.csv`` (a threat-intelligence feed listing the demo's C2
+server and the Tor relay of its incidents, each with its category, configured in
+``acme.toml``) and ``INCIDENTS.txt`` (what happened, for checking the results).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from flowhawk.demo.scenario import INCIDENTS, streams
 from flowhawk.demo.simulate import generate
 from flowhawk.demo.zeekfmt import write_conn_log
 
-#: Name of the demo's threat-intelligence feed (a plain list, in the package data).
-DEMO_FEED = "acme-c2.txt"
+#: Name of the demo's threat-intelligence feed (a CSV with a category column, in the
+#: package data).
+DEMO_FEED = "acme-intel.csv"
 
 DEMO_DAY = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 DEMO_SEED = 20260302
@@ -49,5 +50,5 @@ def make_demo(folder: Path) -> tuple[Path, Path]:
 
 
 def demo_feed_text() -> str:
-    """The demo's threat-intelligence feed: the C2 server of its incidents."""
+    """The demo's threat-intelligence feed: the C2 server and the Tor relay of its incidents."""
     return resources.files("flowhawk.demo").joinpath(DEMO_FEED).read_text()

@@ -32,11 +32,14 @@ SENSORS = [f"10.20.1.{i}" for i in range(50, 54)]
 DEAD_SENSOR = SENSORS[-1]
 DNS_TUNNELER = "10.10.1.35"
 TUNNEL_PEER = "192.0.2.99"
+TOR_USER = "10.10.1.17"
+TOR_RELAY = "192.0.2.101"  # listed as a Tor relay in the demo's intel feed
 
 DAY = 24 * HOUR
 INCIDENTS = [
     ("09:00", f"{PATIENT_ZERO} starts beaconing to {C2}:8443 every 60 s (+-5 s)"),
     ("10:00", f"{HOARDER} pulls and pushes gigabytes over its usual SMB session to {FILES}"),
+    ("11:00", f"{TOR_USER} uses Tor: half-hour TLS circuits to relay {TOR_RELAY}:9001 until 13:00"),
     ("14:00", f"rogue device {ROGUE} appears and connects to {ROGUE_PEER}:4444"),
     ("15:00", f"{DNS_TUNNELER} tunnels data through DNS: 30 long queries a minute to {DNS}"),
     ("16:30", f"{PATIENT_ZERO} moves laterally: SMB and RDP to 12 workstations"),
@@ -341,5 +344,21 @@ def streams() -> list[Stream]:
             req_bytes=(16.6, 0.1),
             resp_bytes=(8.0, 0.5),
             duration=(4.0, 0.3),
+        ),
+        Stream(
+            "tor",
+            [TOR_USER],
+            [TOR_RELAY],
+            9001,
+            6,
+            period=1800,
+            jitter=0.01,
+            start=DAY + 11 * HOUR,
+            stop=DAY + 13 * HOUR,
+            service="ssl",
+            req_bytes=(13.0, 0.3),
+            resp_bytes=(15.0, 0.3),
+            duration=(7.45, 0.05),
+            packet_bytes=560,
         ),
     ]

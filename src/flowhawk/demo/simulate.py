@@ -103,6 +103,9 @@ class Stream:
     #: None: a random phase per client, as the demo always did.
     phase: float | None = None
     phase_spread: float = 0.0
+    #: "simple": >0 sets the mean IP bytes per packet (Tor's cell-sized TLS records)
+    #: instead of the default segment size.
+    packet_bytes: float = 0.0
 
 
 MSS = 1448  # TCP payload per segment (1500 MTU, timestamps option)
@@ -173,7 +176,7 @@ def _counters(
     resp = np.where(answered, np.maximum(low, rng.lognormal(*s.resp_bytes, n)), 0).astype(np.int64)
     dur = np.where(answered, rng.lognormal(*s.duration, n), 0.0)
     if s.model != "real":
-        mtu = 1200 if s.proto == 6 else 512
+        mtu = int(s.packet_bytes) or (1200 if s.proto == 6 else 512)
         src_pkts = req // mtu + (3 if s.proto == 6 else 1)
         dst_pkts = np.where(answered, resp // mtu + (2 if s.proto == 6 else 1), 0)
         return req, resp, src_pkts, dst_pkts, dur, answered

@@ -12,6 +12,8 @@ from flowhawk.detectors.clusters import CLUSTER_DETECTORS
 from flowhawk.detectors.devices import NewExternalDevice, NewInternalDevice
 from flowhawk.detectors.intel import IntelligenceHit
 from flowhawk.detectors.newcomm import NewCommunication
+from flowhawk.detectors.northsouth import HighRiskAnomalous, HighRiskNormal
+from flowhawk.detectors.tor import Tor
 from flowhawk.detectors.volume import VOLUME_DETECTORS
 from flowhawk.registry import Registry
 
@@ -23,7 +25,10 @@ DETECTORS: Registry[type[Detector]] = Registry(
             NewCommunication,
             *VOLUME_DETECTORS,
             *CLUSTER_DETECTORS,
+            Tor,
             IntelligenceHit,
+            HighRiskAnomalous,
+            HighRiskNormal,
             NewInternalDevice,
             NewExternalDevice,
         )

@@ -185,6 +185,9 @@ class Detector(ABC):
     #: False for detectors with nothing to learn: they score from the first flow,
     #: during the learning period too (never in a learn-only run).
     learns: ClassVar[bool] = True
+    #: True for methods derived from other methods' alarms when events are built
+    #: (:meth:`correlate`), not from flows: their ``score`` returns nothing.
+    derived: ClassVar[bool] = False
 
     def __init__(self, settings: DetectorSettings, context: DetectorContext):
         self.settings = settings
@@ -197,6 +200,12 @@ class Detector(ABC):
     @abstractmethod
     def score(self, batch: Batch) -> pl.DataFrame:
         """Alarms (:data:`ALARM_SCHEMA`) for a step of event time; also learns."""
+
+    @staticmethod
+    def correlate(alarms: pl.DataFrame, key: list[str], behavioral: list[str]) -> pl.DataFrame:
+        """(Derived methods) the run's alarms, with the event ``key`` columns, after this
+        method derived its alarms from them; ``behavioral``: methods that learn."""
+        return alarms
 
     @abstractmethod
     def state(self) -> dict[str, pa.Table]:

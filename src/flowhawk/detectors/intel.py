@@ -14,7 +14,7 @@ intel loaded it raises nothing.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 import pyarrow as pa
@@ -28,6 +28,9 @@ from flowhawk.detectors.base import (
     conform_alarms,
     empty_alarms,
 )
+
+if TYPE_CHECKING:
+    from flowhawk.intel import IntelSet
 
 Side = Literal["client", "server"]
 _COLUMN = {"client": "src_ip", "server": "dst_ip"}
@@ -52,6 +55,36 @@ def _version(v: str) -> str:
     return f"v{v[:8]}"
 
 
+def listings(intel: IntelSet, hits: pl.DataFrame) -> pl.DataFrame:
+    """Per listed indicator of ``hits`` (an ``indicator`` column): what lists it, as text
+    (``_listing``: feeds with versions, categories, families) and its network if it is
+    one (``_network``); one row per indicator."""
+    indicators = hits.get_column("indicator").unique().to_list()
+    order = {"descending": [False, True, False]}
+    evidence = intel.explain(indicators).sort("indicator", "risk", "feed", **order)
+    values = intel.indicators.filter(pl.col("indicator").is_in(indicators))
+    rows = []
+    for (indicator,), ev in evidence.group_by("indicator", maintain_order=True):
+        pairs = ev.select("feed", "feed_version").unique(maintain_order=True)
+        feeds = [f"{name} ({_version(version)})" for name, version in pairs.iter_rows()]
+        if len(feeds) > FEEDS_SHOWN:
+            feeds = [*feeds[:FEEDS_SHOWN], f"{len(feeds) - FEEDS_SHOWN} more"]
+        categories = ev.get_column("category").drop_nulls().unique(maintain_order=True)
+        families = ev.get_column("family").drop_nulls().unique(maintain_order=True)
+        listing = f"listed by {', '.join(feeds)} as {'/'.join(categories) or 'malicious'}"
+        if families.len():
+            listing += f" ({', '.join(families.head(FEEDS_SHOWN))})"
+        rows.append((indicator, listing))
+    described = pl.DataFrame(
+        rows, schema={"indicator": pl.UInt32(), "_listing": pl.String()}, orient="row"
+    )
+    network = values.select(
+        "indicator",
+        _network=pl.when(pl.col("type") == "cidr").then(pl.col("value")),
+    )
+    return described.join(network, on="indicator", how="left")
+
+
 class IntelligenceHit(Detector):
     method = "M27"
     title = "intelligence hit"
@@ -74,7 +107,7 @@ class IntelligenceHit(Detector):
         ).filter(pl.col("reputation") <= self.settings.max_reputation)
         if hits.height == 0:
             return empty_alarms()
-        hits = hits.join(self._describe(hits), on="indicator", how="left")
+        hits = hits.join(listings(intel, hits), on="indicator", how="left")
         parts = []
         for side in sides:
             column = _COLUMN[side]
@@ -85,35 +118,6 @@ class IntelligenceHit(Detector):
             return empty_alarms()
         alarms = pl.concat(parts).sort("ts", "src_ip", "dst_ip", "entity", maintain_order=True)
         return conform_alarms(alarms.filter(pl.col("score") >= self.settings.min_score))
-
-    def _describe(self, hits: pl.DataFrame) -> pl.DataFrame:
-        """Per listed indicator: what lists it, as text (one row per indicator)."""
-        intel = self.context.intel
-        assert intel is not None
-        indicators = hits.get_column("indicator").unique().to_list()
-        order = {"descending": [False, True, False]}
-        evidence = intel.explain(indicators).sort("indicator", "risk", "feed", **order)
-        values = intel.indicators.filter(pl.col("indicator").is_in(indicators))
-        rows = []
-        for (indicator,), ev in evidence.group_by("indicator", maintain_order=True):
-            pairs = ev.select("feed", "feed_version").unique(maintain_order=True)
-            feeds = [f"{name} ({_version(version)})" for name, version in pairs.iter_rows()]
-            if len(feeds) > FEEDS_SHOWN:
-                feeds = [*feeds[:FEEDS_SHOWN], f"{len(feeds) - FEEDS_SHOWN} more"]
-            categories = ev.get_column("category").drop_nulls().unique(maintain_order=True)
-            families = ev.get_column("family").drop_nulls().unique(maintain_order=True)
-            listing = f"listed by {', '.join(feeds)} as {'/'.join(categories) or 'malicious'}"
-            if families.len():
-                listing += f" ({', '.join(families.head(FEEDS_SHOWN))})"
-            rows.append((indicator, listing))
-        described = pl.DataFrame(
-            rows, schema={"indicator": pl.UInt32(), "_listing": pl.String()}, orient="row"
-        )
-        network = values.select(
-            "indicator",
-            _network=pl.when(pl.col("type") == "cidr").then(pl.col("value")),
-        )
-        return described.join(network, on="indicator", how="left")
 
     def _alarms(self, listed: pl.DataFrame, side: str, column: str) -> pl.DataFrame:
         address = pl.col(column)
