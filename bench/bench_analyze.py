@@ -5,7 +5,11 @@ conn.log of about 10 M flows from the demo simulator scaled up to thousands of h
 then runs `flowhawk analyze` on it as a user would and reports wall time, flows/s,
 the time of each stage (from the run's summary), and the peak resident memory.
 
-Run:  .venv/bin/python bench/bench_analyze.py [--flows 10000000] [--keep]
+With ``--context``, analyze runs twice more, with and without the context of events
+(hops and relays of risky north-south events, read back from the archive), and the
+ratio of their wall times is the context's cost.
+
+Run:  .venv/bin/python bench/bench_analyze.py [--flows 10000000] [--keep] [--context]
 """
 
 from __future__ import annotations
@@ -75,19 +79,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--flows", type=int, default=10_000_000)
     ap.add_argument("--keep", action="store_true", help="keep the output directory")
+    ap.add_argument("--context", action="store_true", help="measure the context's cost")
     args = ap.parse_args()
     log = make_input(args.flows)
     rows = _count_lines(log, skip_comments=True)
     out = BENCH / "out"
-    shutil.rmtree(out, ignore_errors=True)
-    exe = Path(sys.executable).with_name("flowhawk")
-    cmd = ["/usr/bin/time", "-v", str(exe), "analyze", str(log), "--out", str(out)]
     print(f"input: {log} ({log.stat().st_size / 1e9:.2f} GB, {rows:,} flows)")
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"analyze failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    proc, wall = _analyze(log, out)
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     events = _count_lines(out / "events.jsonl")
     scored = _count_lines(out / "flow_scores.csv") - 1
@@ -99,8 +97,37 @@ def main() -> None:
     stages = re.search(r"Time: .*", proc.stdout)
     if stages:
         print("stages (in-process):", stages.group(0))
+    if args.context:
+        _context_cost(log, out)
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def _analyze(log: Path, out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
+    shutil.rmtree(out, ignore_errors=True)
+    exe = Path(sys.executable).with_name("flowhawk")
+    cmd = ["/usr/bin/time", "-v", str(exe), "analyze", str(log), "--out", str(out), *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"analyze failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc, wall
+
+
+def _context_cost(log: Path, out: Path) -> None:
+    """Wall time with and without hop context (the rest of the run is the same)."""
+    off = BENCH / "no-hops.toml"
+    off.write_text("[context]\nhops = false\n")
+    _, without = _analyze(log, out, "-c", str(off))
+    proc, with_hops = _analyze(log, out)
+    graphs = sum(1 for line in (out / "events.jsonl").open() if '"hops":{' in line)
+    stage = re.search(r"events\+context ([\d.]+)s", proc.stdout)
+    print(
+        f"hop context: {graphs:,} events with hops; analyze {without:.1f} s without, "
+        f"{with_hops:.1f} s with: {100 * (with_hops / without - 1):+.1f} % "
+        f"(events+context stage {stage.group(1) if stage else '?'} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from flowhawk import config
@@ -104,7 +106,13 @@ def test_intel_section_defaults_strictness_and_show(tmp_path):
     cfg = config.load(path)
     assert cfg.intel.half_life == 7 * 86400
     assert cfg.intel.feeds == [
-        FeedSettings(source="feeds/c2.txt", name="c2", weight=2, category="c2", max_age=2592000)
+        FeedSettings(
+            source=str(tmp_path / "feeds/c2.txt"),  # relative to the config file
+            name="c2",
+            weight=2,
+            category="c2",
+            max_age=2592000,
+        )
     ]
     shown = config.effective(cfg)["intel"]
     assert shown["half_life"] == "7d" and shown["feeds"][0]["max_age"] == "30d"
@@ -112,3 +120,20 @@ def test_intel_section_defaults_strictness_and_show(tmp_path):
         config.from_dict({"intel": {"feeds": [{"source": "x", "wieght": 2}]}})
     with pytest.raises(ConfigError, match=r"intel\.feeds\.0\.category"):
         config.from_dict({"intel": {"feeds": [{"source": "x", "category": "evil"}]}})
+
+
+def test_context_section_and_paths_relative_to_the_config_file(tmp_path):
+    assert config.load(None).context.hops_min_risk == 50.0
+    path = tmp_path / "ctx.toml"
+    path.write_text(
+        '[context]\nhops_window = "30m"\nrelay_delay = "2s"\n'
+        'geoip = ["geo/City.mmdb", "/abs/ASN.mmdb"]\n'
+        '[[intel.feeds]]\nsource = "https://feeds.example/c2.txt"\n'
+    )
+    cfg = config.load(path)
+    assert cfg.context.hops_window == 1800 and cfg.context.relay_delay == 2
+    assert cfg.context.geoip == [tmp_path / "geo/City.mmdb", Path("/abs/ASN.mmdb")]
+    assert cfg.intel.feeds[0].source == "https://feeds.example/c2.txt"
+    assert config.effective(cfg)["context"]["hops_window"] == "30m"
+    with pytest.raises(ConfigError, match=r"unknown key 'context\.hop_window'"):
+        config.from_dict({"context": {"hop_window": "1h"}})

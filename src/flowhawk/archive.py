@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -91,6 +91,24 @@ def write_atomic(df: pl.DataFrame, path: Path, compression: str = "lz4") -> None
 def dataset(root: Path) -> ds.Dataset:
     """The whole archive as one dataset (empty if nothing was archived yet)."""
     return ds.dataset(str(root), format="parquet", partitioning=PARTITIONING, schema=FLOW_SCHEMA)
+
+
+def hour_files(root: Path, hours: Iterable[datetime]) -> list[Path]:
+    """Parquet files of the hour partitions starting at ``hours`` (UTC hour starts)."""
+    files: list[Path] = []
+    for hour in sorted(set(hours)):
+        folder = root / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}"
+        if folder.is_dir():
+            files.extend(sorted(folder.glob("*.parquet")))
+    return files
+
+
+def scan_hours(root: Path, hours: Iterable[datetime]) -> pl.LazyFrame:
+    """The archived flows of some hour partitions, lazily (empty if none were archived)."""
+    files = hour_files(root, hours)
+    if not files:
+        return pl.LazyFrame(schema=pl.Schema(pl.from_arrow(FLOW_SCHEMA.empty_table()).schema))
+    return pl.scan_parquet(files)
 
 
 def apply_retention(root: Path, keep: float, now: datetime) -> int:

@@ -112,6 +112,53 @@ class EventSettings(Strict):
     )
 
 
+class ContextSettings(Strict):
+    hops: bool = Field(
+        default=True,
+        description="East-west hops and relays (N9) of risky north-south events.",
+    )
+    hops_min_risk: float = Field(
+        default=50.0,
+        ge=0,
+        le=100,
+        description="North-south events at or above this risk get their east-west hops.",
+    )
+    hops_window: Duration = Field(
+        default=3600.0,
+        description=(
+            "How long before an outbound event (after an inbound one) east-west hops count."
+        ),
+    )
+    hops_max_edges: int = Field(
+        default=20, ge=1, description="Edges kept per hop of an event (the largest by bytes)."
+    )
+    relay_delay: Duration = Field(
+        default=5.0,
+        description="Longest delay from a connection a device receives to one it opens (N9).",
+    )
+    relay_volume_ratio: float = Field(
+        default=4.0,
+        ge=1.0,
+        description="One or two relayed calls: their volumes within this factor of each other.",
+    )
+    relay_min_correlation: float = Field(
+        default=0.7,
+        ge=-1.0,
+        le=1.0,
+        description="Three or more relayed calls: least correlation of their log volumes.",
+    )
+    geoip: list[Path] = Field(
+        default=[],
+        description=(
+            "MaxMind-format .mmdb files (City, Country, ASN; MaxMind, DB-IP, IPinfo), "
+            "earlier ones first; relative to the config file."
+        ),
+    )
+    passive_dns: bool = Field(
+        default=True, description="Show names DNS answered for next to addresses in events."
+    )
+
+
 class PcapSettings(Strict):
     active_timeout: Duration = Field(default=1800.0, description="Split flows longer than this.")
     idle_timeout: Duration = Field(
@@ -267,6 +314,10 @@ class Config(Strict):
     host_groups: list[HostGroup] = []
     learning: LearningSettings = LearningSettings()
     events: EventSettings = EventSettings()
+    context: ContextSettings = Field(
+        default_factory=ContextSettings,
+        description="What events carry besides alarms: hops, relays, GeoIP/ASN, DNS names.",
+    )
     pcap: PcapSettings = PcapSettings()
     normalize: NormalizeSettings = NormalizeSettings()
     input: InputSettings = InputSettings()
@@ -337,7 +388,17 @@ def load(path: Path | None) -> Config:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
-    return from_dict(data, f"config file {path}")
+    return _relative_to(from_dict(data, f"config file {path}"), path.parent)
+
+
+def _relative_to(cfg: Config, base: Path) -> Config:
+    """Relative paths in a config file are relative to its folder, not to where the
+    command runs (feed sources that are URLs stay as they are)."""
+    for feed in cfg.intel.feeds:
+        if "://" not in feed.source and not Path(feed.source).is_absolute():
+            feed.source = str(base / feed.source)
+    cfg.context.geoip = [p if p.is_absolute() else base / p for p in cfg.context.geoip]
+    return cfg
 
 
 def effective(cfg: Config) -> dict[str, Any]:
@@ -367,6 +428,7 @@ def effective(cfg: Config) -> dict[str, Any]:
 _DURATION_KEYS = {
     "learning": {"period"},
     "events": {"window", "host_half_life"},
+    "context": {"hops_window", "relay_delay"},
     "pcap": {"active_timeout", "idle_timeout", "tcp_idle_timeout", "tcp_close_timeout"},
     "normalize": {"stitch_gap"},
     "collect": {"batch_interval", "rollover", "checkpoint"},

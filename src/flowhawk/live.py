@@ -33,6 +33,7 @@ import pyarrow as pa
 from flowhawk import intelstore
 from flowhawk.behavior.log import LogStore
 from flowhawk.config import Config
+from flowhawk.context.attach import EventContext
 from flowhawk.detectors.base import empty_alarms
 from flowhawk.engine import DetectionEngine
 from flowhawk.events import build_events, with_window
@@ -67,6 +68,7 @@ class LiveDetection:
         self.logs = LogStore(data_dir / "behavior", run_id, cfg.archive.compression)
         intel = intelstore.for_run(cfg, data_dir)
         self.engine = DetectionEngine(cfg, StateStore(data_dir), log_store=self.logs, intel=intel)
+        self.context = EventContext(cfg, data_dir)
         self.window = timedelta(seconds=cfg.events.window)
         self.totals = LiveTotals()
         self._open = empty_alarms()  # alarms of windows that can still change
@@ -99,6 +101,7 @@ class LiveDetection:
         with self._lock:
             self._guarded(self._finish)
             self._guarded(self.engine.checkpoint, {"run": self.logs.run_id, "live": True})
+        self.context.close()
 
     @property
     def pending(self) -> int:
@@ -152,6 +155,7 @@ class LiveDetection:
             touched = self._windows(alarms).unique().implode()
             opened = self._open.filter(self._windows(self._open).is_in(touched))
             events, merged = build_events(opened, self.cfg)
+            events = self.context.attach(events)
             if events.height:
                 sink = EventStore(SinkPaths(out=self.data_dir, data=self.data_dir))
                 sink.start()

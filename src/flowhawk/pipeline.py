@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
@@ -29,6 +29,7 @@ from flowhawk import archive, intelstore
 from flowhawk.archive import ArchiveWriter
 from flowhawk.behavior.log import LogStore
 from flowhawk.config import Config
+from flowhawk.context.attach import EventContext
 from flowhawk.detectors.base import empty_alarms
 from flowhawk.diagnostics import Diagnostics
 from flowhawk.engine import DetectionEngine
@@ -42,8 +43,11 @@ from flowhawk.sinks import SINKS
 from flowhawk.sinks.base import SinkPaths
 from flowhawk.sinks.store import load_alarms_and_events
 from flowhawk.sources import detect_format, expand_inputs, load_source
-from flowhawk.sources.base import ReadContext
+from flowhawk.sources.base import ReadContext, read_head
 from flowhawk.state import StateStore
+
+if TYPE_CHECKING:
+    from flowhawk.intel import IntelSet
 
 #: progress(stage, advance, total): stage names "read", "detect", "score".
 ProgressFn = Callable[[str, int, int | None], None]
@@ -69,6 +73,7 @@ class RunResult:
     learning_until: datetime | None
     flows_learned: int = 0
     flows_scored: int = 0
+    dns: int = 0  # DNS transactions read (Zeek dns.logs, captures)
     outputs: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
@@ -95,18 +100,29 @@ def _no_progress(stage: str, advance: int, total: int | None) -> None:
     return None
 
 
+def is_dns_log(path: Path) -> bool:
+    """A Zeek dns.log (TSV or JSON lines), from its first bytes."""
+    head = read_head(path)
+    if b"#path\tdns" in head:
+        return True
+    first = head.lstrip().split(b"\n", 1)[0]
+    return first.startswith(b"{") and b'"query"' in first and b'"trans_id"' in first
+
+
 def read_inputs(
     paths: Iterable[Path],
     cfg: Config,
     diag: Diagnostics,
     fmt: str | None = None,
     progress: ProgressFn = _no_progress,
+    dns: list[Path] | None = None,
 ) -> Iterator[tuple[str, Iterator[pa.Table]]]:
     """(input name, raw tables) for every readable input; failures are recorded in ``diag``.
 
     A file named by the user that cannot be read is a failure; a file found in a folder
-    that is not a flow log (a Zeek dns.log, a README) is counted as ignored on the
-    folder's line.
+    that is not a flow log (a README) is counted as ignored on the folder's line. With
+    ``dns`` given, Zeek dns.logs and captures are added to it (DNS is read from them
+    separately) and dns.logs are not read as flows.
     """
     files = expand_inputs(list(paths))
     progress("read", 0, len(files))
@@ -115,6 +131,11 @@ def read_inputs(
         try:
             if not path.exists():
                 raise InputError(name, "does not exist")
+            if dns is not None and fmt is None and is_dns_log(path):
+                diag.stats(name).format = "dns"
+                dns.append(path)
+                progress("read", 1, None)
+                continue
             if fmt is None and folder is not None:
                 try:
                     chosen = detect_format(path)
@@ -126,12 +147,42 @@ def read_inputs(
             else:
                 chosen = fmt or detect_format(path)
             diag.stats(name).format = chosen
+            if dns is not None and chosen in ("pcap", "pcapng"):
+                dns.append(path)
             source = load_source(chosen)()
             ctx = ReadContext(diag, options=source_options(cfg, chosen))
             yield name, source.read(path, ctx)
         except FlowhawkError as exc:
             diag.fail(name, _message(exc))
         progress("read", 1, None)
+
+
+def read_dns_inputs(
+    paths: Sequence[Path], cfg: Config, data_dir: Path, run_id: str, diag: Diagnostics
+) -> int:
+    """DNS transactions of ``paths`` into ``DATA/dns`` and the data directory's passive
+    DNS; returns the transactions read. A capture without DNS adds nothing; a dns.log
+    that cannot be read is a failure of that input."""
+    if not paths:
+        return 0
+    from flowhawk.dns import read_dns
+    from flowhawk.dns.passive import PDNS_FILE, PassiveDns
+    from flowhawk.dns.store import DnsWriter, dns_root
+
+    writer = DnsWriter(dns_root(data_dir), run_id, cfg.archive.compression)
+    pdns = PassiveDns.in_data_dir(data_dir)
+    for path in paths:
+        try:
+            for table in read_dns(path, diag):
+                writer.write(table)
+                pdns.update(table)
+                if diag.stats(str(path)).format == "dns":
+                    diag.stats(str(path)).records += table.num_rows
+        except FlowhawkError as exc:
+            diag.fail(str(path), _message(exc))
+    if writer.rows:
+        pdns.save(data_dir / PDNS_FILE)
+    return writer.rows
 
 
 def run(
@@ -155,13 +206,46 @@ def run(
     :class:`InputError` before any input is read.
     """
     intel_set = None if learn_only else intelstore.for_run(cfg, data_dir, intel)
+    context = EventContext(cfg, data_dir)  # opens the GeoIP databases: fails early
+    try:
+        return _run(
+            inputs,
+            cfg,
+            data_dir,
+            out_dir,
+            fmt,
+            learn_only,
+            progress,
+            tables,
+            diagnostics,
+            intel_set,
+            context,
+        )
+    finally:
+        context.close()
+
+
+def _run(
+    inputs: list[Path],
+    cfg: Config,
+    data_dir: Path,
+    out_dir: Path,
+    fmt: str | None,
+    learn_only: bool,
+    progress: ProgressFn,
+    tables: Iterable[tuple[str, Iterator[pa.Table]]] | None,
+    diagnostics: Diagnostics | None,
+    intel_set: IntelSet | None,
+    context: EventContext,
+) -> RunResult:
     diag = diagnostics or Diagnostics()
     clock = _Clock()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     writer = ArchiveWriter(data_dir / "flows", run_id, cfg.archive.compression)
     normalizer = Normalizer(cfg, diag)
     lineage: list[pl.DataFrame] = []
-    sources = tables if tables is not None else read_inputs(inputs, cfg, diag, fmt, progress)
+    dns: list[Path] | None = [] if cfg.context.passive_dns else None
+    sources = tables if tables is not None else read_inputs(inputs, cfg, diag, fmt, progress, dns)
     for name, batches in sources:
         try:
             for table in batches:
@@ -173,6 +257,7 @@ def run(
         writer.write(stitched)
         if lin.height:
             lineage.append(lin)
+    dns_rows = read_dns_inputs(dns or [], cfg, data_dir, run_id, diag)
     if writer.rows == 0:
         raise NothingReadable("no flows could be read from the inputs", diag)
     clock.lap("read+normalize+archive")
@@ -193,12 +278,14 @@ def run(
     alarms = pl.concat(found) if found else empty_alarms()
     clock.lap("detect")
     events, alarms = build_events(alarms, cfg)
+    events = context.attach(events)
+    clock.lap("events+context")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     progress("score", 0, None)
     lineage_df = pl.concat(lineage) if lineage else pl.DataFrame(schema=LINEAGE_SCHEMA)
     events = score_flows(writer, events, cfg.events.window, lineage_df, out_dir / "flow_scores.csv")
-    clock.lap("events+flow scores")
+    clock.lap("flow scores")
     paths = SinkPaths(out=out_dir, data=data_dir)
     for _, cls in SINKS:
         sink = cls(paths, top=cfg.events.top_suspicious)
@@ -241,6 +328,7 @@ def run(
         learning_until=engine.learning_until,
         flows_learned=engine.flows_learned,
         flows_scored=engine.flows_scored,
+        dns=dns_rows,
         outputs={
             n: out_dir / n
             for n in ("events.jsonl", "hosts.csv", "suspicious.csv", "flow_scores.csv")

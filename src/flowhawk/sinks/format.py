@@ -41,6 +41,12 @@ def event_documents(events: pl.DataFrame) -> pl.DataFrame:
         "src_groups",
         "dst_groups",
         "guarded",
+        "src_names",
+        "dst_names",
+        "src_geo",
+        "dst_geo",
+        "hops",
+        "relays",
     ):
         if extra in events.columns:
             cols.append(pl.col(extra))

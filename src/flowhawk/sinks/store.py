@@ -26,6 +26,12 @@ CREATE TABLE IF NOT EXISTS events (
     dst_groups VARCHAR[], guarded BOOLEAN,
     status VARCHAR DEFAULT 'new', verdict VARCHAR, comment VARCHAR
 );
+ALTER TABLE events ADD COLUMN IF NOT EXISTS src_names VARCHAR[];
+ALTER TABLE events ADD COLUMN IF NOT EXISTS dst_names VARCHAR[];
+ALTER TABLE events ADD COLUMN IF NOT EXISTS src_geo JSON;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS dst_geo JSON;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS hops JSON;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS relays JSON;
 CREATE TABLE IF NOT EXISTS alarms (
     event_id VARCHAR, method VARCHAR, name VARCHAR, ts TIMESTAMPTZ, ts_end TIMESTAMPTZ,
     site VARCHAR, src_ip VARCHAR, dst_ip VARCHAR, dst_port INTEGER, proto SMALLINT,
@@ -61,7 +67,15 @@ _EVENT_COLS = [
     "src_groups",
     "dst_groups",
     "guarded",
+    "src_names",
+    "dst_names",
+    "src_geo",
+    "dst_geo",
+    "hops",
+    "relays",
 ]
+#: Event columns stored as JSON documents.
+_JSON_COLS = {"alarms", "src_geo", "dst_geo", "hops", "relays"}
 _ALARM_COLS = [
     "event_id",
     "method",
@@ -115,7 +129,7 @@ class EventStore(Sink):
         self.con.register("al", alarms.select(_ALARM_COLS))
         cols = ", ".join(c for c in _EVENT_COLS if c in events.columns)
         select = ", ".join(
-            "to_json(alarms)" if c == "alarms" else c for c in _EVENT_COLS if c in events.columns
+            f"to_json({c})" if c in _JSON_COLS else c for c in _EVENT_COLS if c in events.columns
         )
         self.con.execute("BEGIN")
         self.con.execute(

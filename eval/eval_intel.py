@@ -1,0 +1,130 @@
+"""Threat intelligence on real flows: M26-M29 and hop context on every labeled capture.
+
+Loads the real feeds under ../shared/data/intel once (public feeds, Tor relay and exit
+lists, maltrail's static trails), then runs ``analyze`` (default configuration) over each
+Zeek conn.log under ../shared/data/labeled with that set. Prints per capture: flows,
+alarms of M26-M29, distinct listed addresses, events with an east-west hop graph and
+with relays; where the capture has per-flow labels, how many of the flows that an
+intelligence method (M26-M29) marked are labeled malicious (the labels are the
+captures' own, from their netflowlabeler rules; nothing here was tuned on them).
+
+Run:  .venv/bin/python eval/eval_intel.py [--data ../shared/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+from flowhawk import config, intelstore
+from flowhawk.intel import load
+from flowhawk.pipeline import run
+
+INTEL_METHODS = ("M26", "M27", "M28", "M29")
+FEEDS = ["intel/public_feeds", "intel/tor", "intel/maltrail/trails_static"]
+
+
+def _labels(path: Path) -> pl.DataFrame | None:
+    """uid and label of a labeled conn.log (None when it has no label column)."""
+    fields: list[str] = []
+    with open(path) as fh:
+        for line in fh:
+            if line.startswith("#fields"):
+                fields = line.rstrip("\n").split("\t")[1:]
+                break
+    if "label" not in fields:
+        return None
+    df = pl.read_csv(
+        path,
+        separator="\t",
+        comment_prefix="#",
+        has_header=False,
+        new_columns=fields,
+        infer_schema=False,
+        quote_char=None,
+    )
+    return df.select("uid", "label")
+
+
+def evaluate(path: Path, intel_dir: Path, data: Path) -> dict[str, object]:
+    cfg = config.from_dict({})
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        intelstore.save_current(load_snapshot(intel_dir), work)
+        result = run([path], cfg, work, work, fmt="zeek")
+        events = [json.loads(line) for line in (work / "events.jsonl").open()]
+        scores = pl.read_csv(work / "flow_scores.csv", schema_overrides={"flow_id": pl.String})
+    alarms = result.alarms
+    counts = {
+        m: alarms.filter(pl.col("method") == m).height for m in INTEL_METHODS
+    }
+    listed = alarms.filter(pl.col("method") == "M27").get_column("entity").n_unique()
+    row: dict[str, object] = {
+        "capture": str(path.relative_to(data / "labeled")).split("/")[-2]
+        if path.parent.name != "data"
+        else path.parent.parent.name,
+        "flows": result.flows,
+        **counts,
+        "listed": listed,
+        "risky_ns_events": sum(
+            1
+            for e in events
+            if e["direction"] == "north-south" and {"M28", "M29"} & set(e["methods"])
+        ),
+        "with_hops": sum(1 for e in events if e.get("hops")),
+        "with_relays": sum(1 for e in events if e.get("relays")),
+    }
+    labels = _labels(path)
+    if labels is not None:
+        marked = scores.filter(
+            pl.col("methods").str.contains("|".join(INTEL_METHODS))
+        ).join(labels, left_on="flow_id", right_on="uid", how="inner")
+        row["marked_flows"] = marked.height
+        row["marked_malicious"] = marked.filter(pl.col("label") == "Malicious").height
+    return row
+
+
+_SNAPSHOT: dict[Path, object] = {}
+
+
+def load_snapshot(intel_dir: Path):  # type: ignore[no-untyped-def]
+    """The set saved once in ``intel_dir`` (reopened, not parsed again)."""
+    from flowhawk.intel import IntelSet
+
+    if intel_dir not in _SNAPSHOT:
+        _SNAPSHOT[intel_dir] = IntelSet.open(intelstore.current_folder(intel_dir))
+    return _SNAPSHOT[intel_dir]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    ap.add_argument("--data", type=Path, default=default)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    intel = load([args.data / f for f in FEEDS])
+    print(f"intel: {len(intel):,} indicators from {len(FEEDS)} folders in "
+          f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
+    captures = sorted(
+        p
+        for p in (args.data / "labeled").rglob("*conn*.log*")
+        if not (p.name == "conn.log" and (p.parent / "labeled-conn.log").exists())
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        intel_dir = Path(tmp)
+        intelstore.save_current(intel, intel_dir)
+        rows = [evaluate(p, intel_dir, args.data) for p in captures]
+    table = pl.DataFrame(rows)
+    with pl.Config(tbl_cols=-1, tbl_rows=-1, tbl_width_chars=220):
+        print(table)
+    totals = table.select(pl.exclude("capture").sum())
+    print("totals:", totals.to_dicts()[0])
+
+
+if __name__ == "__main__":
+    main()
