@@ -26,7 +26,12 @@ from flowhawk.intel import load
 from flowhawk.pipeline import run
 
 INTEL_METHODS = ("M26", "M27", "M28", "M29")
-FEEDS = ["intel/public_feeds", "intel/tor", "intel/maltrail/trails_static"]
+FEEDS = [
+    "intel/public_feeds",
+    "intel/tor/tor-nodes.lst",
+    "intel/tor/tor-exit-nodes.lst",
+    "intel/maltrail/trails_static",
+]
 
 
 def _labels(path: Path) -> pl.DataFrame | None:
@@ -56,16 +61,16 @@ def evaluate(path: Path, intel_dir: Path, data: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         intelstore.save_current(load_snapshot(intel_dir), work)
-        result = run([path], cfg, work, work, fmt="zeek")
+        result = run([path], cfg, work, work)
         events = [json.loads(line) for line in (work / "events.jsonl").open()]
         scores = pl.read_csv(work / "flow_scores.csv", schema_overrides={"flow_id": pl.String})
     alarms = result.alarms
-    counts = {
-        m: alarms.filter(pl.col("method") == m).height for m in INTEL_METHODS
-    }
+    counts = {m: alarms.filter(pl.col("method") == m).height for m in INTEL_METHODS}
     listed = alarms.filter(pl.col("method") == "M27").get_column("entity").n_unique()
     row: dict[str, object] = {
-        "capture": str(path.relative_to(data / "labeled")).split("/")[-2]
+        "capture": path.name
+        if path.name.startswith("test")
+        else path.parent.name
         if path.parent.name != "data"
         else path.parent.parent.name,
         "flows": result.flows,
@@ -79,11 +84,11 @@ def evaluate(path: Path, intel_dir: Path, data: Path) -> dict[str, object]:
         "with_hops": sum(1 for e in events if e.get("hops")),
         "with_relays": sum(1 for e in events if e.get("relays")),
     }
-    labels = _labels(path)
+    labels = _labels(path) if "conn" in path.name else None
     if labels is not None:
-        marked = scores.filter(
-            pl.col("methods").str.contains("|".join(INTEL_METHODS))
-        ).join(labels, left_on="flow_id", right_on="uid", how="inner")
+        marked = scores.filter(pl.col("methods").str.contains("|".join(INTEL_METHODS))).join(
+            labels, left_on="flow_id", right_on="uid", how="inner"
+        )
         row["marked_flows"] = marked.height
         row["marked_malicious"] = marked.filter(pl.col("label") == "Malicious").height
     return row
@@ -108,13 +113,16 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     intel = load([args.data / f for f in FEEDS])
-    print(f"intel: {len(intel):,} indicators from {len(FEEDS)} folders in "
+    print(f"intel: {len(intel):,} indicators from {len(FEEDS)} feeds and folders in "
           f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
     captures = sorted(
         p
         for p in (args.data / "labeled").rglob("*conn*.log*")
         if not (p.name == "conn.log" and (p.parent / "labeled-conn.log").exists())
     )
+    # Slips' other flow inputs: nfdump, Argus binetflow, Suricata eve.json, captures
+    slips = args.data / "labeled/slips_dataset/dataset_HEAD"
+    captures += sorted(p for p in slips.glob("test*") if p.is_file())
     with tempfile.TemporaryDirectory() as tmp:
         intel_dir = Path(tmp)
         intelstore.save_current(intel, intel_dir)

@@ -136,10 +136,15 @@ class ContextSettings(Strict):
         default=5.0,
         description="Longest delay from a connection a device receives to one it opens (N9).",
     )
+    relay_min_pairs: int = Field(
+        default=2,
+        ge=1,
+        description="Times a device must relay one communication into another to count.",
+    )
     relay_volume_ratio: float = Field(
         default=4.0,
         ge=1.0,
-        description="One or two relayed calls: their volumes within this factor of each other.",
+        description="Two relayed calls (or one): their volumes within this factor of each other.",
     )
     relay_min_correlation: float = Field(
         default=0.7,

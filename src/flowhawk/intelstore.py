@@ -24,6 +24,7 @@ from flowhawk.config import Config
 from flowhawk.diagnostics import Diagnostics
 from flowhawk.errors import StateError
 from flowhawk.intel import IntelSet, load
+from flowhawk.intel.allow import AllowList
 
 
 def intel_dir(data_dir: Path) -> Path:
@@ -76,6 +77,7 @@ def load_configured(
 def for_run(cfg: Config, data_dir: Path, extra: Sequence[str | Path] = ()) -> IntelSet | None:
     """The set a run detects with: the configured feeds and ``extra`` when there are
     any, else the data directory's current snapshot, else None (no intel)."""
-    if cfg.intel.feeds or extra:
-        return load_configured(cfg, extra)
-    return open_current(data_dir)
+    found = load_configured(cfg, extra) if cfg.intel.feeds or extra else open_current(data_dir)
+    if found is not None and cfg.intel.allow:
+        found.allowed = AllowList(cfg.intel.allow)
+    return found

@@ -267,9 +267,7 @@ def test_interface_and_inputs_are_exclusive(tmp_path):
     assert res.returncode == 2 and "go with --interface" in res.stderr
 
 
-def test_zeek_log_folder_reads_conn_and_dns_and_counts_other_logs_as_ignored(
-    shared_data, tmp_path
-):
+def test_zeek_log_folder_reads_conn_and_dns_and_counts_other_logs_as_ignored(shared_data, tmp_path):
     folder = shared_data / "labeled/slips_dataset/dataset_HEAD/test10-mixed-zeek-dir"
     res = fh("analyze", str(folder), "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr

@@ -94,11 +94,14 @@ def test_risky_events_carry_hops_relays_and_geo(setup):
     assert stored == (A, "GB", 0)
 
 
-def test_context_off_by_risk_threshold(setup):
+@pytest.mark.parametrize("off", [{"hops_min_risk": 100.0}, {"hops": False}])
+def test_context_off(setup, off):
     cfg, tmp = setup
-    cfg.context.hops_min_risk = 100.0
+    for key, value in off.items():
+        setattr(cfg.context, key, value)
     events = _analyze(cfg, tmp)
     assert all(e["hops"] is None and e["relays"] == [] for e in events)
+    assert any(e["dst_geo"] for e in events)  # the rest of the context stays
 
 
 def test_missing_geoip_database_fails_before_reading(setup):

@@ -165,3 +165,46 @@ def test_uncorrelated_volumes_are_no_relay(tmp_path: Path):
 def test_no_archived_flows(tmp_path: Path):
     read = lambda hours: archive.scan_hours(tmp_path / "none", hours)  # noqa: E731
     assert _build([_event("e1", H, C2, 0, timedelta(hours=1).total_seconds())], read).height == 0
+
+
+def _archive(tmp_path: Path, flows: list[dict]):
+    writer = ArchiveWriter(tmp_path / "flows", "t")
+    writer.write(canonical(flows).to_arrow())
+    return lambda hours: archive.scan_hours(tmp_path / "flows", hours)
+
+
+def test_one_coincidence_is_no_relay_unless_asked(tmp_path: Path):
+    read = _archive(
+        tmp_path,
+        [
+            {"src_ip": OUTSIDER, "dst_ip": WEB, "dst_port": 443, "t": 0},
+            {"src_ip": WEB, "dst_ip": DB, "dst_port": 5432, "t": 0.5},
+        ],
+    )
+    event = [_event("in", OUTSIDER, WEB, 0, 1)]
+    assert _build(event, read).row(0, named=True)["relays"] == []
+    (relay,) = _build(event, read, min_pairs=1).row(0, named=True)["relays"]
+    assert relay["pairs"] == 1 and relay["correlation"] is None
+
+
+def test_multicast_and_broadcast_are_not_hosts(tmp_path: Path):
+    flows = [{"src_ip": OUTSIDER, "dst_ip": WEB, "dst_port": 554, "t": 60 * k} for k in range(3)]
+    flows += [
+        {
+            "src_ip": WEB,
+            "dst_ip": "239.255.255.250",
+            "dst_port": 1900,
+            "t": 60 * k + 0.5,
+            "proto": 17,
+        }
+        for k in range(3)
+    ]
+    read = _archive(tmp_path, flows)
+    scope = NetworkSet(["224.0.0.0/4", "255.255.255.255/32"])
+    event = [_event("in", OUTSIDER, WEB, 0, 200)]
+    internal = NetworkSet(["10.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32"])
+    kw = dict(min_risk=50.0, window=3600.0, max_edges=20, relay_delay=2.0, relay_ratio=4.0,
+              relay_correlation=0.7)  # fmt: skip
+    seen = hops.build(pl.DataFrame(event), read, internal, **kw)
+    assert seen.row(0, named=True)["hops"]["edges"][0]["dst"] == "239.255.255.250"
+    assert hops.build(pl.DataFrame(event), read, internal, local_scope=scope, **kw).height == 0

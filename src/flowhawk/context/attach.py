@@ -43,6 +43,7 @@ class EventContext:
         self.cfg = cfg
         self.data_dir = data_dir
         self.internal = netaddr.NetworkSet([*cfg.network.internal, *cfg.network.local_scope])
+        self.local_scope = netaddr.NetworkSet(cfg.network.local_scope)
         self.geoip = GeoIP.open(cfg.context.geoip) if cfg.context.geoip else None
 
     def close(self) -> None:
@@ -69,12 +70,16 @@ class EventContext:
     def _hops(self, events: pl.DataFrame) -> pl.DataFrame:
         c = self.cfg.context
         if not c.hops:
-            return pl.DataFrame(schema={"id": pl.String, "hops": hops.HOPS})
+            return pl.DataFrame(
+                schema={"id": pl.String, "hops": hops.HOPS, "relays": pl.List(hops.RELAY)}
+            )
         root = self.data_dir / "flows"
         return hops.build(
             events,
             lambda hours: archive.scan_hours(root, hours),
             self.internal,
+            local_scope=self.local_scope,
+            min_pairs=c.relay_min_pairs,
             min_risk=c.hops_min_risk,
             window=c.hops_window,
             max_edges=c.hops_max_edges,

@@ -136,6 +136,8 @@ def build(
     read: FlowReader,
     internal: netaddr.NetworkSet,
     *,
+    local_scope: netaddr.NetworkSet | None = None,
+    min_pairs: int = 2,
     min_risk: float,
     window: float,
     max_edges: int,
@@ -144,7 +146,11 @@ def build(
     relay_correlation: float,
 ) -> pl.DataFrame:
     """``id``, ``hops`` (:data:`HOPS`) and ``relays`` (list of :data:`RELAY`) for every
-    north-south event at or above ``min_risk`` that has east-west hops or relays."""
+    north-south event at or above ``min_risk`` that has east-west hops or relays.
+
+    ``internal``: what is inside (it decides each event's internal host);
+    ``local_scope``: multicast, broadcast and link-local destinations, which are not
+    hosts (announcements to them are neither hops nor relayed calls)."""
     out_schema = {"id": pl.String, "hops": HOPS, "relays": pl.List(RELAY)}
     anchor = anchors(events, internal, min_risk)
     if anchor.height == 0:
@@ -166,6 +172,7 @@ def build(
         .select(*_FLOW_COLS, bytes=_BYTES)
         .collect()
     )
+    data = _without_local_scope(data, local_scope)
     flows = data.filter(pl.col("direction") == EAST_WEST)
     per_flow = []
     for outbound in (True, False):
@@ -193,11 +200,20 @@ def build(
     edges = _edges(hop_flows, max_edges)
     graphs = _graphs(anchor, edges)
     ns = data.filter(pl.col("direction") == NORTH_SOUTH)
-    relays = _relays(anchor, hop_flows, ns, relay_delay, relay_ratio, relay_correlation)
+    relays = _relays(anchor, hop_flows, ns, relay_delay, relay_ratio, relay_correlation, min_pairs)
     out = graphs.join(relays, on="id", how="full", coalesce=True)
     return out.with_columns(relays=pl.col("relays").fill_null(pl.lit([], pl.List(RELAY)))).select(
         list(out_schema)
     )
+
+
+def _without_local_scope(flows: pl.DataFrame, scope: netaddr.NetworkSet | None) -> pl.DataFrame:
+    if scope is None or len(scope) == 0 or flows.height == 0:
+        return flows
+    ends = pl.concat([flows.get_column("src_ip"), flows.get_column("dst_ip")]).unique()
+    hi, lo, _ = netaddr.parse(ends)
+    local = ends.filter(pl.Series(scope.contains(hi, lo))).implode()
+    return flows.filter(~pl.col("src_ip").is_in(local) & ~pl.col("dst_ip").is_in(local))
 
 
 def _graphs(anchor: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
@@ -250,6 +266,7 @@ def _relays(
     delay: float,
     ratio: float,
     min_corr: float,
+    min_pairs: int,
 ) -> pl.DataFrame:
     """Relays among the event's own flows and its hop flows (see the module text).
 
@@ -321,12 +338,21 @@ def _relays(
     agree = (pl.col("out_bytes") <= ratio * pl.col("in_bytes")) & (
         pl.col("in_bytes") <= ratio * pl.col("out_bytes")
     )
-    relay = per.filter(
-        pl.when(pl.col("pairs") >= 3)
-        .then(pl.col("correlation").fill_nan(None).fill_null(0.0) >= min_corr)
-        .otherwise(agree)
-    ).sort(
-        "id", "pairs", "host", "inbound", "outbound", descending=[False, True, False, False, False]
+    relay = (
+        per.filter(pl.col("pairs") >= min_pairs)
+        .filter(
+            pl.when(pl.col("pairs") >= 3)
+            .then(pl.col("correlation").fill_nan(None).fill_null(0.0) >= min_corr)
+            .otherwise(agree)
+        )
+        .sort(
+            "id",
+            "pairs",
+            "host",
+            "inbound",
+            "outbound",
+            descending=[False, True, False, False, False],
+        )
     )
     return (
         relay.group_by("id", maintain_order=True)

@@ -37,6 +37,7 @@ from flowhawk.diagnostics import Diagnostics
 from flowhawk.intel import reputation as rep
 from flowhawk.intel import snapshot
 from flowhawk.intel.addresses import parse_ranges
+from flowhawk.intel.allow import AllowList
 from flowhawk.intel.domaintable import DomainTable, string_buffers
 from flowhawk.intel.feeds import Feed, load_feeds
 from flowhawk.intel.iptable import IpTable
@@ -175,6 +176,8 @@ class IntelSet:
         self._reputation = np.ascontiguousarray(
             indicators.get_column("reputation").to_numpy(), np.uint8
         )
+        #: What no feed may list (``[intel] allow``); lookups of it find nothing.
+        self.allowed: AllowList | None = None
         self._build_tables()
 
     @classmethod
@@ -233,18 +236,28 @@ class IntelSet:
     def lookup_ips(self, ips: pl.Series | tuple[np.ndarray, np.ndarray]) -> pl.DataFrame:
         """Best reputation and its indicator for each address (text or ``(hi, lo)``)."""
         if isinstance(ips, tuple):
-            return _result(self._ips.lookup_pairs(*ips), self._reputation)
+            slots = self._ips.lookup_pairs(*ips)
+            if self.allowed:
+                hit = np.flatnonzero(slots >= 0)
+                slots[hit[self.allowed.addresses(ips[0][hit], ips[1][hit])]] = -1
+            return _result(slots, self._reputation)
         slots, other = self._ips.lookup_text(*string_buffers(_text(ips)))
         if other.any():  # IPv6 and unusual spellings: netaddr, once per distinct value
             rows = np.flatnonzero(other)
             hi, lo, ok = netaddr.parse(ips.gather(rows))
             found = self._ips.lookup_pairs(hi, lo)
             slots[rows] = np.where(ok, found, -1)
+        if self.allowed:  # only rows that hit are tested
+            hit = np.flatnonzero(slots >= 0)
+            slots[hit[self.allowed.address_text(ips.gather(hit))]] = -1
         return _result(slots, self._reputation)
 
     def lookup_domains(self, names: pl.Series) -> pl.DataFrame:
         """Best reputation and its indicator for each name (itself or a parent)."""
         slots = self._domains.lookup(*string_buffers(_text(names)))
+        if self.allowed:
+            hit = np.flatnonzero(slots >= 0)
+            slots[hit[self.allowed.names(names.gather(hit))]] = -1
         return _result(slots, self._reputation)
 
     def lookup_urls(self, urls: pl.Series) -> pl.DataFrame:

@@ -13,8 +13,9 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from flowhawk.intel import allow
 from flowhawk.intel.schema import CATEGORIES
 from flowhawk.settingtypes import Duration, Strict
 
@@ -72,6 +73,18 @@ class IntelSettings(Strict):
     max_age: Duration | None = Field(None, description="Default maximum evidence age.")
     fetch_timeout: Duration = Field(60.0, gt=0, description="Timeout of one feed download.")
     max_download_bytes: int = Field(512 * 1024 * 1024, gt=0, description="Largest download.")
+    allow: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Addresses, networks and domains (with their subdomains) no feed may list: "
+            "public resolvers, your own ranges, partners."
+        ),
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, values: list[str]) -> list[str]:
+        return [allow.check(v) for v in values]
 
     def options_for(self, name: str, own: FeedOptions | None = None) -> FeedOptions:
         """The resolved options of the feed called ``name``."""
