@@ -2,11 +2,13 @@
 
 Loads the real feeds under ../shared/data/intel once (public feeds, Tor relay and exit
 lists, maltrail's static trails), then runs ``analyze`` (default configuration) over each
-Zeek conn.log under ../shared/data/labeled with that set. Prints per capture: flows,
-alarms of M26-M29, distinct listed addresses, events with an east-west hop graph and
-with relays; where the capture has per-flow labels, how many of the flows that an
-intelligence method (M26-M29) marked are labeled malicious (the labels are the
-captures' own, from their netflowlabeler rules; nothing here was tuned on them).
+Zeek conn.log under ../shared/data/labeled (with the dns.log beside it, if any: passive
+DNS lets M27 match domain indicators) and each of Slips' other flow inputs. Prints per
+capture: flows, DNS transactions, alarms of M26-M29, distinct listed addresses, events
+with an east-west hop graph and with relays; where the capture has per-flow labels, how
+many of the flows that an intelligence method (M26-M29) marked are labeled malicious (the
+labels are the captures' own, from their netflowlabeler rules; nothing here was tuned on
+them).
 
 Run:  .venv/bin/python eval/eval_intel.py [--data ../shared/data]
 """
@@ -61,7 +63,8 @@ def evaluate(path: Path, intel_dir: Path, data: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         intelstore.save_current(load_snapshot(intel_dir), work)
-        result = run([path], cfg, work, work)
+        dns = sorted(path.parent.glob("dns.log*")) if "conn" in path.name else []
+        result = run([path, *dns], cfg, work, work)
         events = [json.loads(line) for line in (work / "events.jsonl").open()]
         scores = pl.read_csv(work / "flow_scores.csv", schema_overrides={"flow_id": pl.String})
     alarms = result.alarms
@@ -74,6 +77,7 @@ def evaluate(path: Path, intel_dir: Path, data: Path) -> dict[str, object]:
         if path.parent.name != "data"
         else path.parent.parent.name,
         "flows": result.flows,
+        "dns": result.dns,
         **counts,
         "listed": listed,
         "risky_ns_events": sum(

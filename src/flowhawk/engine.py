@@ -31,11 +31,15 @@ from flowhawk.netaddr import NetworkSet
 from flowhawk.state import Meta, StateStore
 
 if TYPE_CHECKING:
+    from flowhawk.dns.passive import PassiveDns
     from flowhawk.intel import IntelSet
 
 
 def build_detectors(
-    cfg: Config, history: LogStore | None = None, intel: IntelSet | None = None
+    cfg: Config,
+    history: LogStore | None = None,
+    intel: IntelSet | None = None,
+    passive_dns: PassiveDns | None = None,
 ) -> list[Detector]:
     """One instance of every enabled detector, in registry order."""
     context = DetectorContext(
@@ -43,6 +47,7 @@ def build_detectors(
         local_scope=NetworkSet(cfg.network.local_scope),
         history=history,
         intel=intel,
+        passive_dns=passive_dns,
     )
     out = []
     for method, cls in DETECTORS:
@@ -62,6 +67,7 @@ class DetectionEngine:
         learn_only: bool = False,
         log_store: LogStore | None = None,
         intel: IntelSet | None = None,
+        passive_dns: PassiveDns | None = None,
     ):
         reuse_freed_memory()
         self.cfg = cfg
@@ -69,7 +75,7 @@ class DetectionEngine:
         self.learn_only = learn_only
         self.log_store = log_store
         self.meta: Meta = store.load_meta()
-        self.detectors = build_detectors(cfg, log_store, intel)
+        self.detectors = build_detectors(cfg, log_store, intel, passive_dns)
         for det in self.detectors:
             det.load_state(store.load_tables(det.method))
         self.flow_detectors = [d for d in self.detectors if not d.views]

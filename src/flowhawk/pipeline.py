@@ -29,7 +29,7 @@ from flowhawk import archive, intelstore
 from flowhawk.archive import ArchiveWriter
 from flowhawk.behavior.log import LogStore
 from flowhawk.config import Config
-from flowhawk.context.attach import EventContext
+from flowhawk.context.attach import EventContext, passive_dns
 from flowhawk.detectors.base import empty_alarms
 from flowhawk.diagnostics import Diagnostics
 from flowhawk.engine import DetectionEngine
@@ -264,7 +264,12 @@ def _run(
 
     logs = LogStore(data_dir / "behavior", run_id, cfg.archive.compression)
     engine = DetectionEngine(
-        cfg, StateStore(data_dir), learn_only=learn_only, log_store=logs, intel=intel_set
+        cfg,
+        StateStore(data_dir),
+        learn_only=learn_only,
+        log_store=logs,
+        intel=intel_set,
+        passive_dns=passive_dns(cfg, data_dir),  # with this run's DNS
     )
     parts = writer.partitions()
     progress("detect", 0, len(parts))

@@ -86,3 +86,45 @@ def test_alarms_during_learning_but_never_in_learn_only_runs(intel, tmp_path):
     assert alarms.filter(pl.col("method") == "M27").height == 3
     learn = DetectionEngine(cfg, StateStore(tmp_path / "b"), learn_only=True, intel=intel)
     assert learn.process(flows).height == 0
+
+
+def test_servers_named_by_dns_for_a_listed_domain(tmp_path: Path):
+    from datetime import timedelta
+
+    from flowhawk.dns.passive import PassiveDns
+
+    feed = tmp_path / "c2-domains.txt"
+    feed.write_text("evil.example\n")
+    intel = load([FeedSettings(source=str(feed), category="c2")], now=NOW)
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    pdns = PassiveDns(
+        pl.DataFrame(
+            {
+                "ip": ["192.0.2.80", "192.0.2.81"],
+                "name": ["cdn.evil.example", "news.example"],
+                "cname": [False, False],
+                "first_seen": [t0 - timedelta(hours=1), t0 - timedelta(hours=1)],
+                "last_seen": [t0, t0],
+                "count": [3, 1],
+            }
+        )
+    )
+    flows = canonical(
+        [
+            {"src_ip": "10.0.0.5", "dst_ip": "192.0.2.80", "dst_port": 443, "t": 0},
+            {"src_ip": "10.0.0.5", "dst_ip": "192.0.2.81", "dst_port": 443, "t": 1},
+        ]
+    )
+    ctx = DetectorContext(NetworkSet(["10.0.0.0/8"]), NetworkSet([]), intel=intel)
+    assert IntelligenceHit(IntelHitSettings(), ctx).score(Batch(flows)).height == 0
+    ctx.passive_dns = pdns
+    alarms = IntelligenceHit(IntelHitSettings(), ctx).score(Batch(flows))
+    (row,) = alarms.rows(named=True)
+    assert (row["dst_ip"], row["entity"], row["observed_value"]) == ("192.0.2.80", "192.0.2.80", 10)
+    assert row["reason"].startswith("server 192.0.2.80 (DNS name cdn.evil.example) is listed by")
+    off = IntelligenceHit(IntelHitSettings(names=False), ctx).score(Batch(flows))
+    assert off.height == 0
+    # a name first answered after the flow does not count
+    later = PassiveDns(pdns.table.with_columns(first_seen=pl.lit(t0 + timedelta(hours=2))))
+    ctx.passive_dns = later
+    assert IntelligenceHit(IntelHitSettings(), ctx).score(Batch(flows)).height == 0

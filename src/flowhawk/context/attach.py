@@ -116,7 +116,11 @@ class EventContext:
         }
 
     def _pdns(self) -> PassiveDns | None:
-        """The data directory's passive DNS as it is now (live runs add to it)."""
-        if not self.cfg.context.passive_dns or not (self.data_dir / PDNS_FILE).exists():
-            return None
-        return PassiveDns.in_data_dir(self.data_dir)
+        return passive_dns(self.cfg, self.data_dir)
+
+
+def passive_dns(cfg: Config, data_dir: Path) -> PassiveDns | None:
+    """The data directory's passive DNS as it is now, if it has one and it is used."""
+    if not cfg.context.passive_dns or not (data_dir / PDNS_FILE).exists():
+        return None
+    return PassiveDns.in_data_dir(data_dir)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flowhawk.netaddr import NetworkSet
 
 if TYPE_CHECKING:
+    from flowhawk.dns.passive import PassiveDns
     from flowhawk.intel import IntelSet
 
 UTC_US = pl.Datetime("us", "UTC")
@@ -122,6 +123,8 @@ class DetectorContext:
     local_scope: NetworkSet
     history: History | None = None  # the behavioral log on disk, when there is one
     intel: IntelSet | None = None  # threat intelligence loaded for the run, when there is some
+    #: Names DNS answered with each address (the data directory's passive DNS), if any.
+    passive_dns: PassiveDns | None = None
     #: Work and state detectors of one engine share (e.g. M2-M9's volume core), by key.
     shared: dict[object, Any] = field(default_factory=dict)
 

@@ -49,6 +49,13 @@ class IntelHitSettings(DetectorSettings):
     sides: list[Side] = Field(
         default=["client", "server"], description="Which ends of a flow are looked up."
     )
+    names: bool = Field(
+        default=True,
+        description=(
+            "Also look up the names DNS gave for a server's address before the flow "
+            "(passive DNS), for domain indicators."
+        ),
+    )
 
 
 def _version(v: str) -> str:
@@ -105,27 +112,65 @@ class IntelligenceHit(Detector):
         hits = pl.concat(
             [pl.DataFrame({"_ip": addresses}), intel.lookup_ips(addresses)], how="horizontal"
         ).filter(pl.col("reputation") <= self.settings.max_reputation)
-        if hits.height == 0:
-            return empty_alarms()
-        hits = hits.join(listings(intel, hits), on="indicator", how="left")
         parts = []
+        if hits.height:
+            hits = hits.join(listings(intel, hits), on="indicator", how="left")
         for side in sides:
             column = _COLUMN[side]
             listed = flows.join(hits, left_on=column, right_on="_ip", how="inner")
             if listed.height:
                 parts.append(self._alarms(listed, side, column))
+        if "server" in sides and self.settings.names:
+            parts.append(self._by_name(flows, hits.get_column("_ip")))
+        parts = [p for p in parts if p.height]
         if not parts:
             return empty_alarms()
         alarms = pl.concat(parts).sort("ts", "src_ip", "dst_ip", "entity", maintain_order=True)
         return conform_alarms(alarms.filter(pl.col("score") >= self.settings.min_score))
 
+    def _by_name(self, flows: pl.DataFrame, listed_ips: pl.Series) -> pl.DataFrame:
+        """Alarms on flows whose server is not listed itself but answered, by DNS before
+        the flow, for a name a feed lists (the riskiest name counts)."""
+        pdns, intel = self.context.passive_dns, self.context.intel
+        assert isinstance(self.settings, IntelHitSettings) and intel is not None
+        if pdns is None:
+            return empty_alarms()
+        cand = flows.filter(~pl.col("dst_ip").is_in(listed_ips.implode()))
+        if cand.height == 0:
+            return empty_alarms()
+        names = pdns.names_for(cand.get_column("dst_ip"), at=cand.get_column("ts_start"), limit=5)
+        named = (
+            cand.with_columns(_name=names)
+            .with_row_index("_f")
+            .explode("_name")
+            .filter(pl.col("_name").is_not_null())
+        )
+        if named.height == 0:
+            return empty_alarms()
+        distinct = named.get_column("_name").unique()
+        hits = pl.concat(
+            [pl.DataFrame({"_name": distinct}), intel.lookup_domains(distinct)], how="horizontal"
+        ).filter(pl.col("reputation") <= self.settings.max_reputation)
+        if hits.height == 0:
+            return empty_alarms()
+        best = (
+            named.join(hits, on="_name", how="inner")
+            .sort("_f", "reputation", "_name")
+            .unique("_f", keep="first", maintain_order=True)
+        )
+        best = best.join(listings(intel, best), on="indicator", how="left")
+        return self._alarms(best, "server", "dst_ip")
+
     def _alarms(self, listed: pl.DataFrame, side: str, column: str) -> pl.DataFrame:
         address = pl.col(column)
-        where = (
-            pl.when(pl.col("_network").is_not_null())
-            .then(pl.concat_str([pl.lit(" (in "), pl.col("_network"), pl.lit(")")]))
-            .otherwise(pl.lit(""))
+        where = pl.when(pl.col("_network").is_not_null()).then(
+            pl.concat_str([pl.lit(" (in "), pl.col("_network"), pl.lit(")")])
         )
+        if "_name" in listed.columns:  # listed by the name DNS gave for the address
+            where = where.when(pl.col("_name").is_not_null()).then(
+                pl.concat_str([pl.lit(" (DNS name "), pl.col("_name"), pl.lit(")")])
+            )
+        where = where.otherwise(pl.lit(""))
         rep = pl.col("reputation").cast(pl.String)
         return listed.select(
             **comm_columns(self.method, self.title),
