@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 
 import polars as pl
+from eval_labeled import labels_of
 
 from flowhawk import config, intelstore
-from flowhawk.intel import load
+from flowhawk.intel import IntelSet, load
 from flowhawk.pipeline import run
 
 INTEL_METHODS = ("M26", "M27", "M28", "M29")
@@ -36,33 +37,11 @@ FEEDS = [
 ]
 
 
-def _labels(path: Path) -> pl.DataFrame | None:
-    """uid and label of a labeled conn.log (None when it has no label column)."""
-    fields: list[str] = []
-    with open(path) as fh:
-        for line in fh:
-            if line.startswith("#fields"):
-                fields = line.rstrip("\n").split("\t")[1:]
-                break
-    if "label" not in fields:
-        return None
-    df = pl.read_csv(
-        path,
-        separator="\t",
-        comment_prefix="#",
-        has_header=False,
-        new_columns=fields,
-        infer_schema=False,
-        quote_char=None,
-    )
-    return df.select("uid", "label")
-
-
-def evaluate(path: Path, intel_dir: Path, data: Path) -> dict[str, object]:
+def evaluate(path: Path, intel: IntelSet, data: Path) -> dict[str, object]:
     cfg = config.from_dict({})
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        intelstore.save_current(load_snapshot(intel_dir), work)
+        intelstore.save_current(intel, work)  # the run detects with the snapshot
         dns = sorted(path.parent.glob("dns.log*")) if "conn" in path.name else []
         result = run([path, *dns], cfg, work, work)
         events = [json.loads(line) for line in (work / "events.jsonl").open()]
@@ -88,26 +67,14 @@ def evaluate(path: Path, intel_dir: Path, data: Path) -> dict[str, object]:
         "with_hops": sum(1 for e in events if e.get("hops")),
         "with_relays": sum(1 for e in events if e.get("relays")),
     }
-    labels = _labels(path) if "conn" in path.name else None
-    if labels is not None:
+    if "labeled" in path.name:  # the captures with per-flow labels
+        labels = labels_of(path)
         marked = scores.filter(pl.col("methods").str.contains("|".join(INTEL_METHODS))).join(
             labels, left_on="flow_id", right_on="uid", how="inner"
         )
         row["marked_flows"] = marked.height
         row["marked_malicious"] = marked.filter(pl.col("label") == "Malicious").height
     return row
-
-
-_SNAPSHOT: dict[Path, object] = {}
-
-
-def load_snapshot(intel_dir: Path):  # type: ignore[no-untyped-def]
-    """The set saved once in ``intel_dir`` (reopened, not parsed again)."""
-    from flowhawk.intel import IntelSet
-
-    if intel_dir not in _SNAPSHOT:
-        _SNAPSHOT[intel_dir] = IntelSet.open(intelstore.current_folder(intel_dir))
-    return _SNAPSHOT[intel_dir]
 
 
 def main() -> None:
@@ -127,10 +94,7 @@ def main() -> None:
     # Slips' other flow inputs: nfdump, Argus binetflow, Suricata eve.json, captures
     slips = args.data / "labeled/slips_dataset/dataset_HEAD"
     captures += sorted(p for p in slips.glob("test*") if p.is_file())
-    with tempfile.TemporaryDirectory() as tmp:
-        intel_dir = Path(tmp)
-        intelstore.save_current(intel, intel_dir)
-        rows = [evaluate(p, intel_dir, args.data) for p in captures]
+    rows = [evaluate(p, intel, args.data) for p in captures]
     table = pl.DataFrame(rows)
     with pl.Config(tbl_cols=-1, tbl_rows=-1, tbl_width_chars=220):
         print(table)

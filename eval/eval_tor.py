@@ -17,20 +17,11 @@ import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
 import polars as pl
+from eval_labeled import auc
 from train_tor import labeled
 
 from flowhawk.detectors.tor_model import ShapeModel
-
-
-def auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = pl.Series(scores).rank("average").to_numpy()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def report(name: str, df: pl.DataFrame, level: float) -> None:

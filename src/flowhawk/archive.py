@@ -27,12 +27,18 @@ PARTITIONING = ds.partitioning(
 
 
 class ArchiveWriter:
-    """Appends flow tables to the archive and lists what this run wrote."""
+    """Appends flow tables to the archive and lists what this run wrote.
 
-    def __init__(self, root: Path, run_id: str, compression: str = "lz4"):
+    ``time_column`` decides the hour partition of each row (other timed tables, such as
+    DNS transactions, are laid out the same way)."""
+
+    def __init__(
+        self, root: Path, run_id: str, compression: str = "lz4", time_column: str = "ts_start"
+    ):
         self.root = root
         self.run_id = run_id
         self.compression = compression
+        self.time_column = time_column
         self._seq = 0
         self.files: dict[tuple[str, str], list[Path]] = defaultdict(list)
         self.rows = 0
@@ -43,7 +49,7 @@ class ArchiveWriter:
         df = pl.from_arrow(flows)
         assert isinstance(df, pl.DataFrame)
         # Partition keys by integer arithmetic on the hour, formatted once per hour.
-        hours = df.select(pl.col("ts_start").dt.epoch("s") // 3600).to_series()
+        hours = df.select(pl.col(self.time_column).dt.epoch("s") // 3600).to_series()
         df = df.with_columns(_hour=hours)
         for (hour,), part in df.partition_by("_hour", as_dict=True, maintain_order=True).items():
             start = datetime.fromtimestamp(int(hour) * 3600, UTC)
@@ -111,12 +117,9 @@ def scan_hours(root: Path, hours: Iterable[datetime]) -> pl.LazyFrame:
     return pl.scan_parquet(files)
 
 
-def apply_retention(root: Path, keep: float, now: datetime) -> int:
-    """Delete hour partitions that ended more than ``keep`` seconds before ``now``."""
-    if not root.is_dir():
-        return 0
-    limit = now - timedelta(seconds=keep)
-    removed = 0
+def hour_partitions(root: Path) -> Iterator[tuple[datetime, Path]]:
+    """(UTC hour start, folder) of every ``date=/hour=`` partition below ``root``, in
+    order; folders with other names are passed over."""
     for date_dir in sorted(root.glob("date=*")):
         for hour_dir in sorted(date_dir.glob("hour=*")):
             try:
@@ -125,9 +128,19 @@ def apply_retention(root: Path, keep: float, now: datetime) -> int:
                 ).replace(tzinfo=UTC)
             except ValueError:
                 continue
-            if start + timedelta(hours=1) < limit:
-                shutil.rmtree(hour_dir)
-                removed += 1
-        if date_dir.is_dir() and not any(date_dir.iterdir()):
-            date_dir.rmdir()
+            yield start, hour_dir
+
+
+def apply_retention(root: Path, keep: float, now: datetime) -> int:
+    """Delete hour partitions that ended more than ``keep`` seconds before ``now``."""
+    if not root.is_dir():
+        return 0
+    limit = now - timedelta(seconds=keep)
+    removed = 0
+    for start, hour_dir in list(hour_partitions(root)):
+        if start + timedelta(hours=1) < limit:
+            shutil.rmtree(hour_dir)
+            removed += 1
+            if not any(hour_dir.parent.iterdir()):
+                hour_dir.parent.rmdir()
     return removed

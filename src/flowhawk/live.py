@@ -33,7 +33,7 @@ import pyarrow as pa
 from flowhawk import intelstore
 from flowhawk.behavior.log import LogStore
 from flowhawk.config import Config
-from flowhawk.context.attach import EventContext, passive_dns
+from flowhawk.context.attach import EventContext
 from flowhawk.detectors.base import empty_alarms
 from flowhawk.engine import DetectionEngine
 from flowhawk.events import build_events, with_window
@@ -66,15 +66,15 @@ class LiveDetection:
         self.cfg = cfg
         self.data_dir = data_dir
         self.logs = LogStore(data_dir / "behavior", run_id, cfg.archive.compression)
+        self.context = EventContext(cfg, data_dir)
         intel = intelstore.for_run(cfg, data_dir)
         self.engine = DetectionEngine(
             cfg,
             StateStore(data_dir),
             log_store=self.logs,
             intel=intel,
-            passive_dns=passive_dns(cfg, data_dir),
+            passive_dns=self.context.passive_dns(),
         )
-        self.context = EventContext(cfg, data_dir)
         self.window = timedelta(seconds=cfg.events.window)
         self.totals = LiveTotals()
         self._open = empty_alarms()  # alarms of windows that can still change

@@ -29,7 +29,7 @@ from flowhawk import archive, intelstore
 from flowhawk.archive import ArchiveWriter
 from flowhawk.behavior.log import LogStore
 from flowhawk.config import Config
-from flowhawk.context.attach import EventContext, passive_dns
+from flowhawk.context.attach import EventContext
 from flowhawk.detectors.base import empty_alarms
 from flowhawk.diagnostics import Diagnostics
 from flowhawk.engine import DetectionEngine
@@ -165,23 +165,22 @@ def read_dns_inputs(
     that cannot be read is a failure of that input."""
     if not paths:
         return 0
-    from flowhawk.dns import read_dns
-    from flowhawk.dns.passive import PDNS_FILE, PassiveDns
+    from flowhawk.dns import passive, read_dns
     from flowhawk.dns.store import DnsWriter, dns_root
 
     writer = DnsWriter(dns_root(data_dir), run_id, cfg.archive.compression)
-    pdns = PassiveDns.in_data_dir(data_dir)
+    observed = []  # this run's answers; saving merges them with what the directory has
     for path in paths:
         try:
             for table in read_dns(path, diag):
                 writer.write(table)
-                pdns.update(table)
+                observed.append(passive.build(table))
                 if diag.stats(str(path)).format == "dns":
                     diag.stats(str(path)).records += table.num_rows
         except FlowhawkError as exc:
             diag.fail(str(path), _message(exc))
     if writer.rows:
-        pdns.save(data_dir / PDNS_FILE)
+        passive.PassiveDns(passive.merge(*observed)).save(data_dir / passive.PDNS_FILE)
     return writer.rows
 
 
@@ -269,7 +268,7 @@ def _run(
         learn_only=learn_only,
         log_store=logs,
         intel=intel_set,
-        passive_dns=passive_dns(cfg, data_dir),  # with this run's DNS
+        passive_dns=context.passive_dns(),  # with this run's DNS
     )
     parts = writer.partitions()
     progress("detect", 0, len(parts))

@@ -145,5 +145,5 @@ def conform(table: pa.Table, schema: pa.Schema = RAW_FLOW_SCHEMA) -> pa.Table:
         elif field.nullable:
             columns.append(pa.nulls(table.num_rows, field.type))
         else:
-            raise ValueError(f"flow table lacks required column {field.name!r}")
+            raise ValueError(f"table lacks required column {field.name!r}")
     return pa.Table.from_arrays(columns, schema=schema)

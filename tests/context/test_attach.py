@@ -110,3 +110,19 @@ def test_missing_geoip_database_fails_before_reading(setup):
     with pytest.raises(InputError, match=r"city\.mmdb"):
         _analyze(cfg, tmp)
     assert not (tmp / "data" / "flows").exists()
+
+
+def test_passive_dns_counts_each_answer_once_per_run(shared_data, tmp_path):
+    import polars as pl
+
+    from flowhawk.diagnostics import Diagnostics
+    from flowhawk.dns.passive import PDNS_FILE
+    from flowhawk.pipeline import read_dns_inputs
+
+    log = shared_data / "labeled/slips_dataset/dataset_HEAD/test10-mixed-zeek-dir/dns.log"
+    cfg = config.from_dict({})
+    counts = []
+    for run_id in ("a", "b"):
+        assert read_dns_inputs([log], cfg, tmp_path, run_id, Diagnostics()) == 93
+        counts.append(pl.read_parquet(tmp_path / PDNS_FILE).get_column("count").sum())
+    assert counts[1] == 2 * counts[0] > 0

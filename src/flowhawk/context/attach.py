@@ -15,6 +15,7 @@ configuration and the data directory, and adds to each batch of events:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
@@ -45,6 +46,7 @@ class EventContext:
         self.internal = netaddr.NetworkSet([*cfg.network.internal, *cfg.network.local_scope])
         self.local_scope = netaddr.NetworkSet(cfg.network.local_scope)
         self.geoip = GeoIP.open(cfg.context.geoip) if cfg.context.geoip else None
+        self._pdns: PassiveDns | Literal[False] | None = None  # False: there is none
 
     def close(self) -> None:
         if self.geoip is not None:
@@ -70,9 +72,7 @@ class EventContext:
     def _hops(self, events: pl.DataFrame) -> pl.DataFrame:
         c = self.cfg.context
         if not c.hops:
-            return pl.DataFrame(
-                schema={"id": pl.String, "hops": hops.HOPS, "relays": pl.List(hops.RELAY)}
-            )
+            return pl.DataFrame(schema=hops.CONTEXT_SCHEMA)
         root = self.data_dir / "flows"
         return hops.build(
             events,
@@ -103,7 +103,7 @@ class EventContext:
         return out
 
     def _names(self, events: pl.DataFrame) -> dict[str, pl.Series]:
-        pdns = self._pdns()
+        pdns = self.passive_dns()
         if pdns is None:
             return {
                 f"{s}_names": pl.Series([None] * events.height, dtype=pl.List(pl.String))
@@ -115,12 +115,10 @@ class EventContext:
             for s in ("src", "dst")
         }
 
-    def _pdns(self) -> PassiveDns | None:
-        return passive_dns(self.cfg, self.data_dir)
-
-
-def passive_dns(cfg: Config, data_dir: Path) -> PassiveDns | None:
-    """The data directory's passive DNS as it is now, if it has one and it is used."""
-    if not cfg.context.passive_dns or not (data_dir / PDNS_FILE).exists():
-        return None
-    return PassiveDns.in_data_dir(data_dir)
+    def passive_dns(self) -> PassiveDns | None:
+        """The data directory's passive DNS, if it has one and it is used; read once, on
+        first use (a run asks after it has read its own DNS inputs)."""
+        if self._pdns is None:
+            use = self.cfg.context.passive_dns and (self.data_dir / PDNS_FILE).exists()
+            self._pdns = PassiveDns.in_data_dir(self.data_dir) if use else False
+        return self._pdns or None

@@ -69,6 +69,8 @@ RELAY = pl.Struct(
     }
 )
 HOPS = pl.Struct({"nodes": pl.List(NODE), "edges": pl.List(EDGE)})
+#: What :func:`build` returns.
+CONTEXT_SCHEMA = {"id": pl.String, "hops": HOPS, "relays": pl.List(RELAY)}
 
 #: Reads the archived flows of some hour partitions (their UTC starts), lazily.
 FlowReader = Callable[[list[datetime]], pl.LazyFrame]
@@ -151,10 +153,9 @@ def build(
     ``internal``: what is inside (it decides each event's internal host);
     ``local_scope``: multicast, broadcast and link-local destinations, which are not
     hosts (announcements to them are neither hops nor relayed calls)."""
-    out_schema = {"id": pl.String, "hops": HOPS, "relays": pl.List(RELAY)}
     anchor = anchors(events, internal, min_risk)
     if anchor.height == 0:
-        return pl.DataFrame(schema=out_schema)
+        return pl.DataFrame(schema=CONTEXT_SCHEMA)
     span = timedelta(seconds=window)
     anchor = anchor.with_columns(
         lo=pl.when("outbound").then(pl.col("lo") - span).otherwise("lo"),
@@ -203,7 +204,7 @@ def build(
     relays = _relays(anchor, hop_flows, ns, relay_delay, relay_ratio, relay_correlation, min_pairs)
     out = graphs.join(relays, on="id", how="full", coalesce=True)
     return out.with_columns(relays=pl.col("relays").fill_null(pl.lit([], pl.List(RELAY)))).select(
-        list(out_schema)
+        list(CONTEXT_SCHEMA)
     )
 
 
@@ -259,6 +260,10 @@ def _graphs(anchor: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _no_relays() -> pl.DataFrame:
+    return pl.DataFrame(schema={"id": pl.String, "relays": pl.List(RELAY)})
+
+
 def _relays(
     anchor: pl.DataFrame,
     hop_flows: pl.DataFrame,
@@ -272,28 +277,19 @@ def _relays(
 
     The event's own north-south flows (in ``ns``) take part: they are the hop into or
     out of the internal host."""
-    own = ns.join(
-        anchor.select("id", "host", "external", "lo", "hi"),
-        left_on=["src_ip", "dst_ip"],
-        right_on=["host", "external"],
-        how="inner",
-    )
-    own_in = ns.join(
-        anchor.select("id", "host", "external", "lo", "hi"),
-        left_on=["src_ip", "dst_ip"],
-        right_on=["external", "host"],
-        how="inner",
-    )
+    ends = anchor.select("id", "host", "external", "lo", "hi")
     cols = ["id", "ts_start", "src_ip", "dst_ip", "dst_port", "proto", "bytes"]
     own = pl.concat(
         [
-            f.filter(pl.col("ts_start").is_between(pl.col("lo"), pl.col("hi"))).select(cols)
-            for f in (own, own_in)
+            ns.join(ends, left_on=["src_ip", "dst_ip"], right_on=client_server, how="inner")
+            .filter(pl.col("ts_start").is_between(pl.col("lo"), pl.col("hi")))
+            .select(cols)
+            for client_server in (["host", "external"], ["external", "host"])
         ]
     )
     links = pl.concat([own, hop_flows.select(cols)]).unique(maintain_order=True)
     if links.height == 0:
-        return pl.DataFrame(schema={"id": pl.String, "relays": pl.List(RELAY)})
+        return _no_relays()
     incoming = links.select(
         "id",
         host="dst_ip",
@@ -320,7 +316,7 @@ def _relays(
         check_sortedness=False,  # sorted by time above, which is what matters per group
     ).filter(pl.col("t_in").is_not_null() & (pl.col("in_from") != pl.col("out_to")))
     if pairs.height == 0:
-        return pl.DataFrame(schema={"id": pl.String, "relays": pl.List(RELAY)})
+        return _no_relays()
     lin, lout = (
         pl.col("in_bytes").cast(pl.Float64).log1p(),
         pl.col("out_bytes").cast(pl.Float64).log1p(),

@@ -217,3 +217,19 @@ class Detector(ABC):
     @abstractmethod
     def load_state(self, state: dict[str, pa.Table]) -> None:
         """Restore state saved by :meth:`state` (missing tables mean nothing learned)."""
+
+
+class StatelessDetector(Detector):
+    """A detector with nothing to learn and no state: it scores every flow from the first
+    (``learns = False``), during the learning period too."""
+
+    learns = False
+
+    def learn(self, batch: Batch) -> None:
+        return None
+
+    def state(self) -> dict[str, pa.Table]:
+        return {}
+
+    def load_state(self, state: dict[str, pa.Table]) -> None:
+        return None

@@ -17,13 +17,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 import polars as pl
-import pyarrow as pa
 from pydantic import Field
 
 from flowhawk.detectors.base import (
     Batch,
-    Detector,
     DetectorSettings,
+    StatelessDetector,
     comm_columns,
     conform_alarms,
     empty_alarms,
@@ -62,6 +61,17 @@ def _version(v: str) -> str:
     return f"v{v[:8]}"
 
 
+def listed_values(
+    intel: IntelSet, values: pl.Series, key: str, domains: bool = False
+) -> pl.DataFrame:
+    """The listed ones among the distinct ``values`` (addresses, or names with
+    ``domains``): ``key`` (the value), ``reputation`` and ``indicator``."""
+    distinct = values.unique()
+    found = intel.lookup_domains(distinct) if domains else intel.lookup_ips(distinct)
+    frame = pl.concat([pl.DataFrame({key: distinct}), found], how="horizontal")
+    return frame.filter(pl.col("indicator").is_not_null())
+
+
 def listings(intel: IntelSet, hits: pl.DataFrame) -> pl.DataFrame:
     """Per listed indicator of ``hits`` (an ``indicator`` column): what lists it, as text
     (``_listing``: feeds with versions, categories, families) and its network if it is
@@ -92,14 +102,10 @@ def listings(intel: IntelSet, hits: pl.DataFrame) -> pl.DataFrame:
     return described.join(network, on="indicator", how="left")
 
 
-class IntelligenceHit(Detector):
+class IntelligenceHit(StatelessDetector):
     method = "M27"
     title = "intelligence hit"
     Settings = IntelHitSettings
-    learns = False
-
-    def learn(self, batch: Batch) -> None:
-        return None
 
     def score(self, batch: Batch) -> pl.DataFrame:
         assert isinstance(self.settings, IntelHitSettings)
@@ -108,10 +114,10 @@ class IntelligenceHit(Detector):
         sides = [s for s in ("client", "server") if s in self.settings.sides]
         if intel is None or len(intel) == 0 or flows.height == 0 or not sides:
             return empty_alarms()
-        addresses = pl.concat([flows.get_column(_COLUMN[s]) for s in sides]).unique()
-        hits = pl.concat(
-            [pl.DataFrame({"_ip": addresses}), intel.lookup_ips(addresses)], how="horizontal"
-        ).filter(pl.col("reputation") <= self.settings.max_reputation)
+        addresses = pl.concat([flows.get_column(_COLUMN[s]) for s in sides])
+        hits = listed_values(intel, addresses, "_ip").filter(
+            pl.col("reputation") <= self.settings.max_reputation
+        )
         parts = []
         if hits.height:
             hits = hits.join(listings(intel, hits), on="indicator", how="left")
@@ -147,10 +153,9 @@ class IntelligenceHit(Detector):
         )
         if named.height == 0:
             return empty_alarms()
-        distinct = named.get_column("_name").unique()
-        hits = pl.concat(
-            [pl.DataFrame({"_name": distinct}), intel.lookup_domains(distinct)], how="horizontal"
-        ).filter(pl.col("reputation") <= self.settings.max_reputation)
+        hits = listed_values(intel, named.get_column("_name"), "_name", domains=True).filter(
+            pl.col("reputation") <= self.settings.max_reputation
+        )
         if hits.height == 0:
             return empty_alarms()
         best = (
@@ -195,9 +200,3 @@ class IntelligenceHit(Detector):
                 ]
             ),
         )
-
-    def state(self) -> dict[str, pa.Table]:
-        return {}
-
-    def load_state(self, state: dict[str, pa.Table]) -> None:
-        return None

@@ -18,18 +18,17 @@ analyst has to look at.
 from __future__ import annotations
 
 import polars as pl
-import pyarrow as pa
 from pydantic import Field
 
 from flowhawk.detectors.base import (
     Batch,
-    Detector,
     DetectorSettings,
+    StatelessDetector,
     comm_columns,
     conform_alarms,
     empty_alarms,
 )
-from flowhawk.detectors.intel import listings
+from flowhawk.detectors.intel import listed_values, listings
 from flowhawk.normalize.context import NORTH_SOUTH
 
 
@@ -47,16 +46,12 @@ class AnomalousHighRiskSettings(DetectorSettings):
     weight: float = Field(default=90.0, ge=0, le=100)
 
 
-class HighRiskNormal(Detector):
+class HighRiskNormal(StatelessDetector):
     """M29: a north-south flow whose external side is high risk."""
 
     method = "M29"
     title = "high risk, otherwise normal"
     Settings = HighRiskSettings
-    learns = False
-
-    def learn(self, batch: Batch) -> None:
-        return None
 
     def score(self, batch: Batch) -> pl.DataFrame:
         assert isinstance(self.settings, HighRiskSettings)
@@ -71,10 +66,9 @@ class HighRiskNormal(Detector):
             .then(pl.lit("server"))
             .otherwise(pl.lit("client")),
         )
-        external = flows.get_column("_ext").unique()
-        hits = pl.concat(
-            [pl.DataFrame({"_ext": external}), intel.lookup_ips(external)], how="horizontal"
-        ).filter(pl.col("reputation") < self.settings.high_risk)
+        hits = listed_values(intel, flows.get_column("_ext"), "_ext").filter(
+            pl.col("reputation") < self.settings.high_risk
+        )
         if hits.height == 0:
             return empty_alarms()
         hits = hits.join(listings(intel, hits), on="indicator", how="left")
@@ -106,25 +100,15 @@ class HighRiskNormal(Detector):
         alarms = alarms.sort("ts", "src_ip", "dst_ip", maintain_order=True)
         return conform_alarms(alarms.filter(pl.col("score") >= self.settings.min_score))
 
-    def state(self) -> dict[str, pa.Table]:
-        return {}
 
-    def load_state(self, state: dict[str, pa.Table]) -> None:
-        return None
-
-
-class HighRiskAnomalous(Detector):
+class HighRiskAnomalous(StatelessDetector):
     """M28: M29's high-risk traffic, on a communication that is also anomalous."""
 
     method = "M28"
     title = "high risk, anomalous"
     Settings = AnomalousHighRiskSettings
-    learns = False
     #: Derived when events are built from the alarms of a whole window (not from flows).
     derived = True
-
-    def learn(self, batch: Batch) -> None:
-        return None
 
     def score(self, batch: Batch) -> pl.DataFrame:
         return empty_alarms()
@@ -153,9 +137,3 @@ class HighRiskAnomalous(Detector):
             .then(pl.concat_str([pl.col("reason"), pl.lit("; otherwise normal")]))
             .otherwise("reason"),
         ).drop("_why")
-
-    def state(self) -> dict[str, pa.Table]:
-        return {}
-
-    def load_state(self, state: dict[str, pa.Table]) -> None:
-        return None

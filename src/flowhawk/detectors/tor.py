@@ -23,18 +23,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 from pydantic import Field
 
+from flowhawk import netaddr
 from flowhawk.detectors.base import (
     Batch,
-    Detector,
     DetectorContext,
     DetectorSettings,
+    StatelessDetector,
     comm_columns,
     conform_alarms,
     empty_alarms,
 )
+from flowhawk.detectors.intel import listed_values
 from flowhawk.detectors.text import endpoint, service
 from flowhawk.detectors.tor_model import ShapeModel
 
@@ -107,11 +108,10 @@ def _shape_text() -> pl.Expr:
     )
 
 
-class Tor(Detector):
+class Tor(StatelessDetector):
     method = "M26"
     title = "Tor"
     Settings = TorSettings
-    learns = False
 
     def __init__(self, settings: DetectorSettings, context: DetectorContext):
         super().__init__(settings, context)
@@ -121,9 +121,6 @@ class Tor(Detector):
             self.shape.threshold if settings.shape_threshold is None else settings.shape_threshold
         )
         self._relay_feeds: pl.DataFrame | None = None
-
-    def learn(self, batch: Batch) -> None:
-        return None
 
     def relay_feeds(self) -> pl.DataFrame:
         """Indicators the intel set lists as Tor, with the feeds that do (text)."""
@@ -150,16 +147,11 @@ class Tor(Detector):
         if feeds.height == 0 or intel is None:
             none = pl.lit(None, dtype=pl.String)
             return flows.with_columns(_dst_feeds=none, _src_feeds=none)
-        addresses = pl.concat([flows.get_column("src_ip"), flows.get_column("dst_ip")]).unique()
-        hits = pl.concat(
-            [pl.DataFrame({"_ip": addresses}), intel.lookup_ips(addresses).select("indicator")],
-            how="horizontal",
-        ).join(feeds, on="indicator", how="inner")
-        table = hits.select("_ip", "_feeds")
-        for side, column in (("_dst_feeds", "dst_ip"), ("_src_feeds", "src_ip")):
-            named = table.rename({"_ip": column, "_feeds": side})
-            flows = flows.join(named, on=column, how="left", maintain_order="left")
-        return flows
+        addresses = pl.concat([flows.get_column("src_ip"), flows.get_column("dst_ip")])
+        hits = listed_values(intel, addresses, "ip").join(feeds, on="indicator", how="inner")
+        return netaddr.join_endpoints(
+            flows, hits.select("ip", "_feeds"), {"_feeds": "_{side}_feeds"}
+        )
 
     def score(self, batch: Batch) -> pl.DataFrame:
         s = self.settings
@@ -224,9 +216,3 @@ class Tor(Detector):
             threshold=pl.lit(self.threshold),
             reason=reason,
         ).sort("ts", "src_ip", "dst_ip", "dst_port", maintain_order=True)
-
-    def state(self) -> dict[str, pa.Table]:
-        return {}
-
-    def load_state(self, state: dict[str, pa.Table]) -> None:
-        return None

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from flowhawk import schema
+
 TS = pa.timestamp("us", tz="UTC")
 
 DNS_SCHEMA = pa.schema(
@@ -72,18 +74,7 @@ def conform(table: pa.Table) -> pa.Table:
 
     Raises :class:`ValueError` when ``ts`` or ``input`` is missing.
     """
-    columns = []
-    for field in DNS_SCHEMA:
-        if field.name in table.column_names:
-            col = table.column(field.name)
-            if col.type != field.type:
-                col = col.cast(field.type)
-            columns.append(col)
-        elif field.nullable:
-            columns.append(pa.nulls(table.num_rows, field.type))
-        else:
-            raise ValueError(f"DNS table lacks required column {field.name!r}")
-    return pa.Table.from_arrays(columns, schema=DNS_SCHEMA)
+    return schema.conform(table, DNS_SCHEMA)
 
 
 def type_name(number: int) -> str:

@@ -9,15 +9,13 @@ opening only the hour partitions that overlap it.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 
-from flowhawk.archive import write_atomic
+from flowhawk.archive import ArchiveWriter, hour_partitions
 from flowhawk.dns.schema import DNS_SCHEMA, conform
 
 
@@ -26,58 +24,25 @@ def dns_root(data_dir: Path) -> Path:
     return data_dir / "dns"
 
 
-class DnsWriter:
-    """Appends DNS tables to ``root`` and lists the files it wrote."""
+class DnsWriter(ArchiveWriter):
+    """Appends DNS tables to ``root`` (by the hour of ``ts``) and lists the files it wrote."""
 
     def __init__(self, root: Path, run_id: str, compression: str = "lz4"):
-        self.root = root
-        self.run_id = run_id
-        self.compression = compression
-        self._seq = 0
-        self.files: dict[tuple[str, str], list[Path]] = defaultdict(list)
-        self.rows = 0
+        super().__init__(root, run_id, compression, time_column="ts")
 
     def write(self, table: pa.Table | pl.DataFrame) -> None:
         """Write one table (any DNS_SCHEMA-compatible columns), split by hour."""
-        df = table if isinstance(table, pl.DataFrame) else pl.from_arrow(conform(table))
-        assert isinstance(df, pl.DataFrame)
-        if df.height == 0:
-            return
-        df = df.with_columns(_hour=pl.col("ts").dt.epoch("s") // 3600)
-        for (hour,), part in df.partition_by("_hour", as_dict=True, maintain_order=True).items():
-            start = datetime.fromtimestamp(int(hour) * 3600, UTC)  # type: ignore[arg-type]
-            key = (start.strftime("%Y-%m-%d"), start.strftime("%H"))
-            folder = self.root / f"date={key[0]}" / f"hour={key[1]}"
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"part-{self.run_id}-{self._seq:05d}.parquet"
-            write_atomic(part.drop("_hour"), path, self.compression)
-            self.files[key].append(path)
-        self._seq += 1
-        self.rows += df.height
-
-    def write_all(self, tables: Iterable[pa.Table]) -> int:
-        """Write every table; return the rows written."""
-        before = self.rows
-        for table in tables:
-            self.write(table)
-        return self.rows - before
+        super().write(table.to_arrow() if isinstance(table, pl.DataFrame) else conform(table))
 
 
 def _partition_files(root: Path, start: datetime | None, end: datetime | None) -> list[Path]:
     files: list[Path] = []
-    for date_dir in sorted(root.glob("date=*")):
-        for hour_dir in sorted(date_dir.glob("hour=*")):
-            try:
-                hour = datetime.strptime(
-                    f"{date_dir.name[5:]} {hour_dir.name[5:]}", "%Y-%m-%d %H"
-                ).replace(tzinfo=UTC)
-            except ValueError:
-                continue
-            if start is not None and hour + timedelta(hours=1) <= start:
-                continue
-            if end is not None and hour >= end:
-                continue
-            files.extend(sorted(hour_dir.glob("*.parquet")))
+    for hour, folder in hour_partitions(root):
+        if start is not None and hour + timedelta(hours=1) <= start:
+            continue
+        if end is not None and hour >= end:
+            continue
+        files.extend(sorted(folder.glob("*.parquet")))
     return files
 
 
