@@ -69,9 +69,9 @@ class ArchiveWriter:
     def read_partition(
         self, key: tuple[str, str], columns: list[str] | None = None
     ) -> pl.DataFrame:
-        """This run's flows of one partition, sorted by ts_start (stable)."""
+        """This run's rows of one partition, sorted by the time column (stable)."""
         df = pl.concat([pl.read_parquet(p, columns=columns) for p in self.files[key]])
-        return df.sort("ts_start", maintain_order=True)
+        return df.sort(self.time_column, maintain_order=True)
 
     def iter_partitions(
         self, columns: list[str] | None = None

@@ -25,7 +25,13 @@ from flowhawk.behavior.aggregate import aggregate
 from flowhawk.behavior.log import BucketBuffer, LogStore, ceil_time
 from flowhawk.config import Config
 from flowhawk.detectors import DETECTORS
-from flowhawk.detectors.base import Batch, Detector, DetectorContext, empty_alarms
+from flowhawk.detectors.base import (
+    Batch,
+    Detector,
+    DetectorContext,
+    empty_alarms,
+    empty_dns,
+)
 from flowhawk.memory import reuse_freed_memory
 from flowhawk.netaddr import NetworkSet
 from flowhawk.state import Meta, StateStore
@@ -91,35 +97,56 @@ class DetectionEngine:
     def learning_until(self) -> datetime | None:
         return self.meta.learning_end()
 
-    def process(self, flows: pl.DataFrame) -> pl.DataFrame:
-        """Alarms for a batch of flows sorted by ``ts_start`` (and for buckets it closed)."""
-        if flows.height == 0:
+    def process(self, flows: pl.DataFrame, dns: pl.DataFrame | None = None) -> pl.DataFrame:
+        """Alarms for a batch of flows sorted by ``ts_start`` (and for buckets it closed),
+        with the DNS transactions of the same stretch of event time (sorted by ``ts``)."""
+        dns = empty_dns() if dns is None else dns
+        if flows.height == 0 and dns.height == 0:
             return empty_alarms()
-        self._advance_meta(flows)
-        learn, score = self._split(flows)
+        self._advance_meta(flows, dns)
+        learn, score = self._split(flows, "ts_start")
+        dns_learn, dns_score = self._split(dns, "ts")
+        whole = Batch(flows, bucket_seconds=self.bucket, dns=dns)
         alarms = []
         for det in self.flow_detectors:
-            if not det.learns and not self.learn_only:
-                alarms.append(det.score(Batch(flows, bucket_seconds=self.bucket)))
+            if not self._has_input(det, flows, dns):
                 continue
-            if learn.height:
-                det.learn(Batch(learn, bucket_seconds=self.bucket))
-            if score.height:
-                alarms.append(det.score(Batch(score, bucket_seconds=self.bucket)))
+            if not det.learns and not self.learn_only:
+                alarms.append(det.score(whole))
+                continue
+            if learn.height or dns_learn.height:
+                det.learn(Batch(learn, bucket_seconds=self.bucket, dns=dns_learn))
+            if score.height or dns_score.height:
+                alarms.append(det.score(Batch(score, bucket_seconds=self.bucket, dns=dns_score)))
         self.flows_learned += learn.height
         self.flows_scored += score.height
-        self.buffer.add(flows)
-        alarms.append(self._close(self.buffer.close_due()))
+        if flows.height:
+            self.buffer.add(flows)
+            alarms.append(self._close(self.buffer.close_due()))
         return pl.concat(alarms, how="vertical") if alarms else empty_alarms()
+
+    @staticmethod
+    def _has_input(det: Detector, flows: pl.DataFrame, dns: pl.DataFrame) -> bool:
+        return ("flows" in det.inputs and flows.height > 0) or (
+            "dns" in det.inputs and dns.height > 0
+        )
 
     def finish(self) -> pl.DataFrame:
         """Close every open bucket (end of a file input): alarms for them."""
         return self._close(self.buffer.close_all())
 
-    def _advance_meta(self, flows: pl.DataFrame) -> None:
-        first = flows.get_column("ts_start").min()
-        last = flows.get_column("ts_end").max()
-        assert isinstance(first, datetime) and isinstance(last, datetime)
+    def _advance_meta(self, flows: pl.DataFrame, dns: pl.DataFrame) -> None:
+        times = [
+            t
+            for t in (
+                flows.get_column("ts_start").min(),
+                flows.get_column("ts_end").max(),
+                dns.get_column("ts").min(),
+                dns.get_column("ts").max(),
+            )
+            if isinstance(t, datetime)
+        ]
+        first, last = min(times), max(times)
         if self.meta.first_event is None:
             self.meta.first_event = first.isoformat()
         if self.meta.last_event is None or last.isoformat() > self.meta.last_event:
@@ -129,14 +156,14 @@ class DetectionEngine:
             period = timedelta(seconds=self.cfg.learning.period)
             self.meta.learning_until = (start + period).isoformat()
 
-    def _split(self, flows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """(flows to learn from, flows to score)."""
+    def _split(self, rows: pl.DataFrame, ts: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(rows to learn from, rows to score), by their time column ``ts``."""
         if self.learn_only:
-            return flows, flows.clear()
+            return rows, rows.clear()
         if self.meta.learning_complete:
-            return flows.clear(), flows
-        before = pl.col("ts_start") < pl.lit(self.learning_until, dtype=flows.schema["ts_start"])
-        return flows.filter(before), flows.filter(~before)
+            return rows.clear(), rows
+        before = pl.col(ts) < pl.lit(self.learning_until, dtype=rows.schema[ts])
+        return rows.filter(before), rows.filter(~before)
 
     def _close(self, closed: tuple[pl.DataFrame, datetime, datetime] | None) -> pl.DataFrame:
         """Aggregate the buckets that closed, store them, run the behavior detectors."""

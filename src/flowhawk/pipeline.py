@@ -32,12 +32,14 @@ from flowhawk.config import Config
 from flowhawk.context.attach import EventContext
 from flowhawk.detectors.base import empty_alarms
 from flowhawk.diagnostics import Diagnostics
+from flowhawk.dns.store import DnsWriter, dns_root
 from flowhawk.engine import DetectionEngine
 from flowhawk.errors import FlowhawkError, InputError
 from flowhawk.events import build_events
 from flowhawk.hosts import rank_hosts
 from flowhawk.netaddr import NetworkSet
 from flowhawk.normalize import LINEAGE_SCHEMA, Normalizer
+from flowhawk.schema import FLOW_SCHEMA
 from flowhawk.scoring import score_flows
 from flowhawk.sinks import SINKS
 from flowhawk.sinks.base import SinkPaths
@@ -159,16 +161,15 @@ def read_inputs(
 
 def read_dns_inputs(
     paths: Sequence[Path], cfg: Config, data_dir: Path, run_id: str, diag: Diagnostics
-) -> int:
+) -> DnsWriter:
     """DNS transactions of ``paths`` into ``DATA/dns`` and the data directory's passive
-    DNS; returns the transactions read. A capture without DNS adds nothing; a dns.log
-    that cannot be read is a failure of that input."""
-    if not paths:
-        return 0
-    from flowhawk.dns import passive, read_dns
-    from flowhawk.dns.store import DnsWriter, dns_root
-
+    DNS; returns the writer (what was written, by hour). A capture without DNS adds
+    nothing; a dns.log that cannot be read is a failure of that input."""
     writer = DnsWriter(dns_root(data_dir), run_id, cfg.archive.compression)
+    if not paths:
+        return writer
+    from flowhawk.dns import passive, read_dns
+
     observed = []  # this run's answers; saving merges them with what the directory has
     for path in paths:
         try:
@@ -181,7 +182,20 @@ def read_dns_inputs(
             diag.fail(str(path), _message(exc))
     if writer.rows:
         passive.PassiveDns(passive.merge(*observed)).save(data_dir / passive.PDNS_FILE)
-    return writer.rows
+    return writer
+
+
+def replay(
+    flows: ArchiveWriter, dns: ArchiveWriter
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame | None]]:
+    """This run's flows and DNS transactions hour by hour in event time."""
+    empty = pl.from_arrow(FLOW_SCHEMA.empty_table())
+    assert isinstance(empty, pl.DataFrame)
+    for key in sorted(set(flows.partitions()) | set(dns.partitions())):
+        yield (
+            flows.read_partition(key) if key in flows.files else empty,
+            dns.read_partition(key) if key in dns.files else None,
+        )
 
 
 def run(
@@ -256,7 +270,7 @@ def _run(
         writer.write(stitched)
         if lin.height:
             lineage.append(lin)
-    dns_rows = read_dns_inputs(dns or [], cfg, data_dir, run_id, diag)
+    dns_writer = read_dns_inputs(dns or [], cfg, data_dir, run_id, diag)
     if writer.rows == 0:
         raise NothingReadable("no flows could be read from the inputs", diag)
     clock.lap("read+normalize+archive")
@@ -270,11 +284,11 @@ def _run(
         intel=intel_set,
         passive_dns=context.passive_dns(),  # with this run's DNS
     )
-    parts = writer.partitions()
+    parts = set(writer.partitions()) | set(dns_writer.partitions())
     progress("detect", 0, len(parts))
     found = []
-    for _, flows in writer.iter_partitions():
-        found.append(engine.process(flows))
+    for flows, dns_rows in replay(writer, dns_writer):
+        found.append(engine.process(flows, dns_rows))
         progress("detect", 1, None)
     found.append(engine.finish())
     if learn_only:
@@ -332,7 +346,7 @@ def _run(
         learning_until=engine.learning_until,
         flows_learned=engine.flows_learned,
         flows_scored=engine.flows_scored,
-        dns=dns_rows,
+        dns=dns_writer.rows,
         outputs={
             n: out_dir / n
             for n in ("events.jsonl", "hosts.csv", "suspicious.csv", "flow_scores.csv")

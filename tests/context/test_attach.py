@@ -123,6 +123,6 @@ def test_passive_dns_counts_each_answer_once_per_run(shared_data, tmp_path):
     cfg = config.from_dict({})
     counts = []
     for run_id in ("a", "b"):
-        assert read_dns_inputs([log], cfg, tmp_path, run_id, Diagnostics()) == 93
+        assert read_dns_inputs([log], cfg, tmp_path, run_id, Diagnostics()).rows == 93
         counts.append(pl.read_parquet(tmp_path / PDNS_FILE).get_column("count").sum())
     assert counts[1] == 2 * counts[0] > 0

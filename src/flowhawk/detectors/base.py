@@ -134,6 +134,8 @@ class Batch:
     """What a detector sees at one step of event time.
 
     ``flows``: canonical flows of the step, sorted by ``ts_start`` (flow detectors).
+    ``dns``: DNS transactions of the step (:data:`flowhawk.dns.schema.DNS_SCHEMA`
+    columns), sorted by ``ts``; empty unless the run has DNS (detectors reading DNS).
     ``log``: behavioral-log rows per view for the buckets that *closed* at this step,
     i.e. every bucket starting in ``[closed_from, closed_until)``; a bucket is closed
     once event time has passed it, so its rows are complete (behavior detectors).
@@ -145,6 +147,7 @@ class Batch:
     closed_from: datetime | None = None
     closed_until: datetime | None = None
     bucket_seconds: int = 60
+    dns: pl.DataFrame = field(default_factory=lambda: empty_dns())
 
     @classmethod
     def of_flows(cls, flows: pl.DataFrame, bucket_seconds: int = 60) -> Batch:
@@ -169,6 +172,15 @@ class Batch:
         return Batch(self.flows if flows is None else flows, log, lo, hi, self.bucket_seconds)
 
 
+def empty_dns() -> pl.DataFrame:
+    """A DNS transaction frame with no rows."""
+    from flowhawk.dns.schema import empty
+
+    frame = pl.from_arrow(empty())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
 def _floor(t: datetime, seconds: int) -> datetime:
     epoch = int(t.timestamp()) // seconds * seconds
     return datetime.fromtimestamp(epoch, tz=UTC)
@@ -188,6 +200,9 @@ class Detector(ABC):
     #: False for detectors with nothing to learn: they score from the first flow,
     #: during the learning period too (never in a learn-only run).
     learns: ClassVar[bool] = True
+    #: What it reads of a step: ``"flows"`` and/or ``"dns"`` (:attr:`Batch.dns`); a
+    #: detector is only called for steps that have some of what it reads.
+    inputs: ClassVar[tuple[str, ...]] = ("flows",)
     #: True for methods derived from other methods' alarms when events are built
     #: (:meth:`correlate`), not from flows: their ``score`` returns nothing.
     derived: ClassVar[bool] = False
