@@ -54,8 +54,8 @@ def _check(name: str, got: dict) -> None:
 
 
 def test_demo_conn_log(tmp_path):
-    log, cfg = make_demo(tmp_path / "input")
-    run([log], config.load(cfg), tmp_path, tmp_path)
+    logs, cfg = make_demo(tmp_path / "input")
+    run(logs, config.load(cfg), tmp_path, tmp_path)
     _check("demo", _summary(tmp_path))
 
 

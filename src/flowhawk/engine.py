@@ -15,7 +15,7 @@ state, the open buckets and the engine's metadata are checkpointed together.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -106,7 +106,8 @@ class DetectionEngine:
         self._advance_meta(flows, dns)
         learn, score = self._split(flows, "ts_start")
         dns_learn, dns_score = self._split(dns, "ts")
-        whole = Batch(flows, bucket_seconds=self.bucket, dns=dns)
+        start = self._scoring_from()
+        whole = Batch(flows, bucket_seconds=self.bucket, dns=dns, scoring_from=start)
         alarms = []
         for det in self.flow_detectors:
             if not self._has_input(det, flows, dns):
@@ -115,9 +116,15 @@ class DetectionEngine:
                 alarms.append(det.score(whole))
                 continue
             if learn.height or dns_learn.height:
-                det.learn(Batch(learn, bucket_seconds=self.bucket, dns=dns_learn))
+                det.learn(
+                    Batch(learn, bucket_seconds=self.bucket, dns=dns_learn, scoring_from=start)
+                )
             if score.height or dns_score.height:
-                alarms.append(det.score(Batch(score, bucket_seconds=self.bucket, dns=dns_score)))
+                alarms.append(
+                    det.score(
+                        Batch(score, bucket_seconds=self.bucket, dns=dns_score, scoring_from=start)
+                    )
+                )
         self.flows_learned += learn.height
         self.flows_scored += score.height
         if flows.height:
@@ -131,9 +138,18 @@ class DetectionEngine:
             "dns" in det.inputs and dns.height > 0
         )
 
+    def _scoring_from(self) -> datetime | None:
+        """Event time from which alarms are raised (None: a learn-only run)."""
+        if self.learn_only:
+            return None
+        if self.meta.learning_complete or self.learning_until is None:
+            return datetime.min.replace(tzinfo=UTC)
+        return self.learning_until
+
     def finish(self) -> pl.DataFrame:
-        """Close every open bucket (end of a file input): alarms for them."""
-        return self._close(self.buffer.close_all())
+        """Close every open bucket and window (end of a file input): alarms for them."""
+        held = [det.finish(self._scoring_from()) for det in self.flow_detectors]
+        return pl.concat([*held, self._close(self.buffer.close_all())], how="vertical")
 
     def _advance_meta(self, flows: pl.DataFrame, dns: pl.DataFrame) -> None:
         times = [

@@ -61,8 +61,26 @@ def _hours(flows: pl.DataFrame) -> list[pl.DataFrame]:
     return [p.drop("_h") for p in hours.partition_by("_h", maintain_order=True)]
 
 
-def _run(eng: DetectionEngine, batches: list[pl.DataFrame], finish: bool = True) -> pl.DataFrame:
-    out = [eng.process(b) for b in batches]
+def _with_dns(
+    batches: list[pl.DataFrame], dns: pl.DataFrame
+) -> list[tuple[pl.DataFrame, pl.DataFrame]]:
+    """Each flow batch with the DNS transactions from its first flow's start to the next
+    batch's (the first batch also takes earlier ones, the last every later one)."""
+    starts = [b.get_column("ts_start").min() for b in batches[1:]]
+    out, rest = [], dns
+    for batch, start in zip(batches, [*starts, None], strict=True):
+        if start is None:
+            out.append((batch, rest))
+            break
+        out.append((batch, rest.filter(pl.col("ts") < start)))
+        rest = rest.filter(pl.col("ts") >= start)
+    return out
+
+
+def _run(
+    eng: DetectionEngine, batches: list[tuple[pl.DataFrame, pl.DataFrame]], finish: bool = True
+) -> pl.DataFrame:
+    out = [eng.process(b, d) for b, d in batches]
     if finish:
         out.append(eng.finish())
     return pl.concat(out)
@@ -114,21 +132,21 @@ def _by_method(alarms: pl.DataFrame) -> dict[str, pl.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def runs(demo_flows, tmp_path_factory) -> dict[str, dict[str, pl.DataFrame]]:
+def runs(demo_flows, demo_dns, tmp_path_factory) -> dict[str, dict[str, pl.DataFrame]]:
     """Every detector at once over the two demo days, in each way the contract needs.
 
     Detectors are independent, so one engine with all of them enabled stands for each
     detector alone (and is about thirty times faster).
     """
     tmp = tmp_path_factory.mktemp("runs")
-    hours = _hours(demo_flows)
+    hours = _with_dns(_hours(demo_flows), demo_dns)
     out = {
         "hours": _by_method(_run(_all(tmp / "hours"), hours)),
         "again": _by_method(_run(_all(tmp / "again"), hours)),
     }
     rows = demo_flows.with_row_index("_i").with_columns(_b=pl.col("_i") // 7919)
     odd = [b.drop("_i") for b in rows.partition_by("_b", maintain_order=True, include_key=False)]
-    out["odd"] = _by_method(_run(_all(tmp / "odd"), odd))
+    out["odd"] = _by_method(_run(_all(tmp / "odd"), _with_dns(odd, demo_dns)))
     split = len(hours) * 3 // 4  # well into day two
     first = _all(tmp / "a")
     before = _run(first, hours[:split], finish=False)
@@ -181,9 +199,10 @@ def test_learn_only_never_alarms(method, runs):
     assert runs["learn_only"][method].height == 0
 
 
-def test_each_detector_works_alone(demo_flows, tmp_path):
+def test_each_detector_works_alone(demo_flows, demo_dns, tmp_path):
     """Alone (the others disabled) a detector gives what it gives among all the others."""
-    together = _run(_all(tmp_path / "all"), _hours(demo_flows))
+    hours = _with_dns(_hours(demo_flows), demo_dns)
+    together = _run(_all(tmp_path / "all"), hours)
     for method in ("M1", "M5", "M9", "M27"):  # flow, overflow, underflow/silence, intel
-        alone = _run(_engine(method, tmp_path / method), _hours(demo_flows))
+        alone = _run(_engine(method, tmp_path / method), hours)
         assert _sort(alone).equals(_sort(together.filter(pl.col("method") == method)))

@@ -144,10 +144,13 @@ def demo(
     from flowhawk.demo import make_demo
 
     shutil.rmtree(out, ignore_errors=True)
-    log, cfg = make_demo(out / "input")
+    logs, cfg = make_demo(out / "input")
     if not quiet:
-        console.print(f"Demo input: {log} (incidents listed in {out / 'input' / 'INCIDENTS.txt'})")
-    _analyze([log], out, out, cfg, None, quiet, learn_only=False)
+        names = ", ".join(str(p) for p in logs)
+        console.print(
+            f"Demo input: {names} (incidents listed in {out / 'input' / 'INCIDENTS.txt'})"
+        )
+    _analyze(logs, out, out, cfg, None, quiet, learn_only=False)
     if not quiet:
         console.print("\nWhat really happened:")
         console.print((out / "input" / "INCIDENTS.txt").read_text(), highlight=False)

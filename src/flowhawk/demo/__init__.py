@@ -1,6 +1,6 @@
 """The built-in demo: two simulated days of a small company, ready to analyze.
 
-``make_demo(folder)`` writes ``acme-conn.log`` (Zeek TSV), ``acme.toml`` (its
+``make_demo(folder)`` writes ``acme-conn.log`` and ``acme-dns.log`` (Zeek TSV), ``acme.toml`` (its
 configuration), ``acme-intel.csv`` (a threat-intelligence feed listing the demo's C2
 server and the Tor relay of its incidents, each with its category, configured in
 ``acme.toml``) and ``INCIDENTS.txt`` (what happened, for checking the results).
@@ -13,9 +13,14 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
+import polars as pl
+import pyarrow as pa
+
+from flowhawk.demo import dnslog, scenario
 from flowhawk.demo.scenario import INCIDENTS, streams
-from flowhawk.demo.simulate import generate
+from flowhawk.demo.simulate import generate_frame
 from flowhawk.demo.zeekfmt import write_conn_log
+from flowhawk.schema import RAW_FLOW_SCHEMA, conform
 
 #: Name of the demo's threat-intelligence feed (a CSV with a category column, in the
 #: package data).
@@ -25,12 +30,31 @@ DEMO_DAY = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 DEMO_SEED = 20260302
 
 
-def make_demo(folder: Path) -> tuple[Path, Path]:
-    """Write the demo input and config into ``folder``; return (input, config) paths."""
+def demo_data() -> tuple[pa.Table, pl.DataFrame]:
+    """The demo's two days: raw flows (``RAW_FLOW_SCHEMA``) and the DNS transactions its
+    resolver saw (Zeek dns.log columns, see :mod:`flowhawk.demo.dnslog`)."""
+    frame = generate_frame(streams(), DEMO_DAY, hours=48, seed=DEMO_SEED)
+    dns = dnslog.transactions(
+        frame,
+        web=scenario.WEB,
+        resolver=scenario.DNS,
+        dga_host=scenario.PATIENT_ZERO,
+        c2=scenario.C2,
+        dga_at=DEMO_DAY + timedelta(days=1, hours=8, minutes=55),
+        seed=DEMO_SEED,
+    )
+    return conform(frame.drop("stream").to_arrow(), RAW_FLOW_SCHEMA), dns
+
+
+def make_demo(folder: Path) -> tuple[list[Path], Path]:
+    """Write the demo inputs (conn.log, dns.log) and config into ``folder``; return
+    (input paths, config path)."""
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "acme-conn.log"
-    flows = generate(streams(), DEMO_DAY, hours=48, seed=DEMO_SEED)
+    flows, dns = demo_data()
     write_conn_log(flows, log, seed=str(DEMO_SEED))
+    dns_log = folder / "acme-dns.log"
+    dnslog.write_dns_log(dns, dns_log)
     feed = folder / DEMO_FEED
     feed.write_text(demo_feed_text())
     cfg = folder / "acme.toml"
@@ -46,7 +70,7 @@ def make_demo(folder: Path) -> tuple[Path, Path]:
         + "\n".join(lines)
         + "\n"
     )
-    return log, cfg
+    return [log, dns_log], cfg
 
 
 def demo_feed_text() -> str:

@@ -8,6 +8,7 @@ the PRODUCT.md method ids and must be unique.
 from __future__ import annotations
 
 from flowhawk.detectors.base import Detector
+from flowhawk.detectors.beacon import BEACON_DETECTORS
 from flowhawk.detectors.clusters import CLUSTER_DETECTORS
 from flowhawk.detectors.devices import NewExternalDevice, NewInternalDevice
 from flowhawk.detectors.intel import IntelligenceHit
@@ -31,6 +32,7 @@ DETECTORS: Registry[type[Detector]] = Registry(
             HighRiskNormal,
             NewInternalDevice,
             NewExternalDevice,
+            *BEACON_DETECTORS,
         )
     ],
 )

@@ -148,6 +148,9 @@ class Batch:
     closed_until: datetime | None = None
     bucket_seconds: int = 60
     dns: pl.DataFrame = field(default_factory=lambda: empty_dns())
+    #: Event time from which the engine scores (None: it only learns). Detectors that
+    #: hold windows back decide by it whether a window they close is learned or scored.
+    scoring_from: datetime | None = field(default_factory=lambda: datetime.min.replace(tzinfo=UTC))
 
     @classmethod
     def of_flows(cls, flows: pl.DataFrame, bucket_seconds: int = 60) -> Batch:
@@ -218,6 +221,12 @@ class Detector(ABC):
     @abstractmethod
     def score(self, batch: Batch) -> pl.DataFrame:
         """Alarms (:data:`ALARM_SCHEMA`) for a step of event time; also learns."""
+
+    def finish(self, score_from: datetime | None) -> pl.DataFrame:
+        """The input ended (end of a file run): alarms for what the detector held back,
+        e.g. a window of event time still open. ``score_from``: event time from which
+        the engine scores (None: it only learns, so learn from it without alarming)."""
+        return empty_alarms()
 
     @staticmethod
     def correlate(alarms: pl.DataFrame, key: list[str], behavioral: list[str]) -> pl.DataFrame:

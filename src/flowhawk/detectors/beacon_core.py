@@ -1,0 +1,277 @@
+"""The memory N1 (beaconing) and N2 (C2 infrastructure) share: beats per communication.
+
+Every outbound flow (an internal client, an external server; all flows with
+``scope = "all"``) becomes part of a *beat* of its communication (site, client,
+server, port, protocol): flows starting within ``burst_gap`` of the previous one are
+one beat (a beacon that opens two connections per check-in beats once). Beats are
+kept for ``horizon`` of event time, at most ``max_beats`` per communication (the most
+recent), so a one-minute beacon is judged on its last two hours and an hourly one on
+its last day or more.
+
+Each time event time passes the end of a ``window`` (one hour by default), the
+communications that beat in that window are scored over their kept beats
+(:func:`flowhawk.detectors.beacon_score.beat_stats`); the last window is scored when
+the input ends. Windows are fixed in event time, so batching never changes what is
+scored. The popularity of each external server (how many internal clients reached it
+within the horizon) is computed from the same beats, for N2.
+
+Communications that were already regular while the engine learned are remembered as
+*established* (monitoring, update checks, heartbeats); N1 leaves them out unless
+told otherwise.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from flowhawk.detectors.base import UTC_US, Batch
+from flowhawk.detectors.beacon_score import beat_stats
+from flowhawk.detectors.seen import SeenSet
+
+KEY = ["site", "src_ip", "dst_ip", "dst_port", "proto"]
+BEAT_SCHEMA: dict[str, pl.DataType] = {
+    "site": pl.String(),
+    "src_ip": pl.String(),
+    "dst_ip": pl.String(),
+    "dst_port": pl.Int32(),
+    "proto": pl.Int16(),
+    "direction": pl.String(),
+    "src_internal": pl.Boolean(),
+    "dst_internal": pl.Boolean(),
+    "t": pl.Int64(),  # first flow of the beat, epoch microseconds
+    "t_last": pl.Int64(),  # last flow start of the beat
+    "t_end": pl.Int64(),  # latest flow end of the beat
+    "bytes": pl.Int64(),
+    "flows": pl.Int64(),
+}
+_US = 1_000_000
+
+
+class BeaconCore:
+    """Beats per communication and the windows scored from them (shared by N1 and N2)."""
+
+    def __init__(
+        self,
+        *,
+        window: float,
+        horizon: float,
+        burst_gap: float,
+        max_beats: int,
+        min_beats: int,
+        outbound_only: bool,
+        established_score: float,
+    ):
+        self.window_us = int(window * _US)
+        self.horizon_us = int(horizon * _US)
+        self.burst_us = int(burst_gap * _US)
+        self.max_beats = max_beats
+        self.min_beats = min_beats
+        self.outbound_only = outbound_only
+        self.established_score = established_score
+        self.beats = pl.DataFrame(schema=BEAT_SCHEMA)
+        self.next_close: int | None = None  # end of the window being filled, epoch us
+        self.established = SeenSet(KEY, BEAT_SCHEMA)
+        self._memo: list[tuple[object, int, pl.DataFrame]] = []
+        self._members: dict[int, int] = {}
+        self._seq = 0
+
+    # -- sharing one step's work between the detectors of the group --------------------
+
+    def join(self, member: object) -> None:
+        self._members[id(member)] = -1
+
+    def step(
+        self, member: object, batch: Batch | None, scoring_from: datetime | None
+    ) -> pl.DataFrame:
+        """Scored windows that closed with ``batch`` (None: the input ended), computed
+        by the first member to ask and kept until every member asked. Windows ending
+        at or before ``scoring_from`` (all when it is None) are learned, not scored."""
+        token: object = batch.flows if batch is not None else ("end", scoring_from)
+        for key, seq, found in self._memo:
+            if key is token or (isinstance(key, tuple) and key == token):
+                self._consumed(member, seq)
+                return found
+        start = None if scoring_from is None else int(scoring_from.timestamp() * _US)
+        found = self._ingest(batch.flows, start) if batch is not None else self._end(start)
+        self._seq += 1
+        self._memo.append((token, self._seq, found))
+        self._consumed(member, self._seq)
+        return found
+
+    def _consumed(self, member: object, seq: int) -> None:
+        self._members[id(member)] = max(self._members.get(id(member), -1), seq)
+        low = min(self._members.values())
+        self._memo = [m for m in self._memo if m[1] > low]
+
+    # -- beats ---------------------------------------------------------------------------
+
+    def _ingest(self, flows: pl.DataFrame, scoring_from: int | None) -> pl.DataFrame:
+        scope = pl.col("src_internal") & ~pl.col("dst_internal")
+        rows = flows.filter(scope) if self.outbound_only else flows
+        rows = rows.select(
+            *KEY,
+            "direction",
+            "src_internal",
+            "dst_internal",
+            t=pl.col("ts_start").cast(UTC_US).dt.epoch("us"),
+            t_end=pl.col("ts_end").cast(UTC_US).dt.epoch("us"),
+            bytes=(pl.col("src_bytes") + pl.col("dst_bytes")).cast(pl.Int64),
+        )
+        if flows.height == 0:
+            return _no_windows()
+        if self.next_close is None:
+            first = int(flows.get_column("ts_start").cast(UTC_US).dt.epoch("us").min())  # type: ignore[arg-type]
+            self.next_close = (first // self.window_us + 1) * self.window_us
+        found = []
+        last = int(flows.get_column("ts_start").cast(UTC_US).dt.epoch("us").max())  # type: ignore[arg-type]
+        while last >= self.next_close:  # windows this batch closes, each scored on its beats
+            self._add(rows.filter(pl.col("t") < self.next_close))
+            rows = rows.filter(pl.col("t") >= self.next_close)
+            found.append(self._close(scoring_from))
+        self._add(rows)
+        found = [f for f in found if f.height]
+        return pl.concat(found) if found else _no_windows()
+
+    def _end(self, scoring_from: int | None) -> pl.DataFrame:
+        if self.next_close is None or self.beats.height == 0:
+            return _no_windows()
+        return self._close(scoring_from)
+
+    def _add(self, rows: pl.DataFrame) -> None:
+        """Merge flows (time-ordered) into the beats of their communications."""
+        if rows.height == 0:
+            return
+        last = (
+            self.beats.join(rows.select(KEY).unique(), on=KEY, how="semi", nulls_equal=True)
+            .sort("t")
+            .group_by(KEY, maintain_order=True)
+            .agg(_prev=pl.col("t_last").last())
+        )
+        rows = rows.sort([*KEY, "t"], maintain_order=True).join(
+            last, on=KEY, how="left", nulls_equal=True
+        )
+        prev = pl.col("t").shift(1).over(KEY)
+        prev = pl.when(prev.is_null()).then(pl.col("_prev")).otherwise(prev)
+        rows = rows.with_columns(
+            _beat=((pl.col("t") - prev > self.burst_us) | prev.is_null())
+            .cast(pl.Int64)
+            .cum_sum()
+            .over(KEY)
+        )
+        beats = rows.group_by([*KEY, "_beat"], maintain_order=True).agg(
+            direction=pl.col("direction").last(),
+            src_internal=pl.col("src_internal").last(),
+            dst_internal=pl.col("dst_internal").last(),
+            t=pl.col("t").min(),
+            t_last=pl.col("t").max(),
+            t_end=pl.col("t_end").max(),
+            bytes=pl.col("bytes").sum(),
+            flows=pl.len().cast(pl.Int64),
+        )
+        joined = beats.filter(pl.col("_beat") == 0).drop("_beat")  # continue a kept beat
+        if joined.height:
+            self._extend_last(joined)
+        fresh = beats.filter(pl.col("_beat") > 0).drop("_beat")
+        self.beats = pl.concat([self.beats, fresh.select(BEAT_SCHEMA.keys())])
+
+    def _extend_last(self, more: pl.DataFrame) -> None:
+        """Fold flows that continue each communication's latest beat into it."""
+        idx = self.beats.with_row_index("_i").join(
+            more.select(KEY), on=KEY, how="semi", nulls_equal=True
+        )
+        latest = idx.sort("t").group_by(KEY, maintain_order=True).agg(_i=pl.col("_i").last())
+        upd = latest.join(more, on=KEY, nulls_equal=True).select(
+            "_i",
+            _tl=pl.col("t_last"),
+            _te=pl.col("t_end"),
+            _b=pl.col("bytes"),
+            _f=pl.col("flows"),
+        )
+        beats = self.beats.with_row_index("_i").join(upd, on="_i", how="left")
+        self.beats = beats.with_columns(
+            t_last=pl.max_horizontal("t_last", "_tl"),
+            t_end=pl.max_horizontal("t_end", "_te"),
+            bytes=pl.col("bytes") + pl.col("_b").fill_null(0),
+            flows=pl.col("flows") + pl.col("_f").fill_null(0),
+        ).select(BEAT_SCHEMA.keys())
+
+    def _close(self, scoring_from: int | None) -> pl.DataFrame:
+        """Score the window ending at ``next_close``; forget what fell out of the horizon."""
+        assert self.next_close is not None
+        end = self.next_close
+        learning = scoring_from is None or end <= scoring_from
+        start = end - self.window_us
+        self.next_close = end + self.window_us
+        keep = self.beats.filter(pl.col("t") >= end - self.horizon_us)
+        keep = keep.sort("t").with_columns(_r=pl.int_range(pl.len()).reverse().over(KEY))
+        self.beats = keep.filter(pl.col("_r") < self.max_beats).drop("_r").sort([*KEY, "t"])
+        active = self.beats.filter(pl.col("t").is_between(start, end, closed="left"))
+        if active.height == 0:
+            return _no_windows()
+        history = self.beats.join(active.select(KEY).unique(), on=KEY, how="semi", nulls_equal=True)
+        stats = beat_stats(history, KEY, self.min_beats)
+        if stats.height == 0:
+            return _no_windows()
+        popular = (
+            self.beats.filter(pl.col("src_internal") & ~pl.col("dst_internal"))
+            .group_by("dst_ip")
+            .agg(clients=pl.col("src_ip").n_unique())
+        )
+        window = active.group_by(KEY).agg(
+            w_first=pl.col("t").min(),
+            w_last=pl.col("t_end").max(),
+            w_beats=pl.len(),
+            direction=pl.col("direction").last(),
+            src_internal=pl.col("src_internal").last(),
+            dst_internal=pl.col("dst_internal").last(),
+        )
+        out = (
+            stats.join(window, on=KEY, nulls_equal=True)
+            .join(popular, on="dst_ip", how="left")
+            .with_columns(
+                pl.col("clients").fill_null(0),
+                window_start=pl.lit(start),
+                window_end=pl.lit(end),
+            )
+        )
+        regular = out.filter(pl.col("score") >= self.established_score)
+        if learning:
+            self.established.add(
+                regular.with_columns(ts_start=pl.col("w_first").cast(UTC_US)), "ts_start"
+            )
+            return _no_windows()
+        known = self.established.contains(out) if out.height else np.zeros(0, dtype=bool)
+        return out.with_columns(established=pl.Series(known, dtype=pl.Boolean)).sort(KEY)
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def state(self) -> dict[str, pa.Table]:
+        clock = pa.table({"next_close": pa.array([self.next_close], pa.int64())})
+        return {
+            "beats": self.beats.to_arrow(),
+            "clock": clock,
+            "established": self.established.to_arrow(),
+        }
+
+    def load_state(self, state: dict[str, pa.Table]) -> None:
+        beats = state.get("beats")
+        frame = pl.from_arrow(beats) if beats is not None else None
+        self.beats = (
+            frame.select([pl.col(c).cast(t) for c, t in BEAT_SCHEMA.items()])
+            if isinstance(frame, pl.DataFrame)
+            else pl.DataFrame(schema=BEAT_SCHEMA)
+        )
+        clock = state.get("clock")
+        value = (
+            clock.column("next_close")[0].as_py() if clock is not None and clock.num_rows else None
+        )
+        self.next_close = value
+        self.established.load(state.get("established"))
+
+
+def _no_windows() -> pl.DataFrame:
+    return pl.DataFrame()
