@@ -54,6 +54,7 @@ def _root(
 
 
 from flowhawk.cli import analyze as _analyze  # noqa: E402,F401  (registers commands)
+from flowhawk.cli import c2 as _c2  # noqa: E402,F401
 from flowhawk.cli import collect as _collect  # noqa: E402,F401
 from flowhawk.cli import config_cmd as _config  # noqa: E402,F401
 from flowhawk.cli import intel as _intel  # noqa: E402,F401
