@@ -31,9 +31,11 @@ import pyarrow as pa
 from flowhawk.detectors.base import UTC_US, Batch
 from flowhawk.detectors.beacon_score import beat_stats
 from flowhawk.detectors.seen import SeenSet
+from flowhawk.keyhash import stable_hash
 
 KEY = ["site", "src_ip", "dst_ip", "dst_port", "proto"]
 BEAT_SCHEMA: dict[str, pl.DataType] = {
+    "pid": pl.UInt64(),  # stable hash of the communication (KEY)
     "site": pl.String(),
     "src_ip": pl.String(),
     "dst_ip": pl.String(),
@@ -113,7 +115,8 @@ class BeaconCore:
         scope = pl.col("src_internal") & ~pl.col("dst_internal")
         rows = flows.filter(scope) if self.outbound_only else flows
         rows = rows.select(
-            *KEY,
+            pl.Series("pid", stable_hash(rows, KEY, BEAT_SCHEMA), dtype=pl.UInt64),
+            *[pl.col(c).cast(BEAT_SCHEMA[c]) for c in KEY],
             "direction",
             "src_internal",
             "dst_internal",
@@ -146,23 +149,21 @@ class BeaconCore:
         if rows.height == 0:
             return
         last = (
-            self.beats.join(rows.select(KEY).unique(), on=KEY, how="semi", nulls_equal=True)
-            .sort("t")
-            .group_by(KEY, maintain_order=True)
-            .agg(_prev=pl.col("t_last").last())
+            self.beats.join(rows.select("pid").unique(), on="pid", how="semi")
+            .group_by("pid")
+            .agg(_prev=pl.col("t_last").max())
         )
-        rows = rows.sort([*KEY, "t"], maintain_order=True).join(
-            last, on=KEY, how="left", nulls_equal=True
-        )
-        prev = pl.col("t").shift(1).over(KEY)
+        rows = rows.sort("pid", "t", maintain_order=True).join(last, on="pid", how="left")
+        prev = pl.col("t").shift(1).over("pid")
         prev = pl.when(prev.is_null()).then(pl.col("_prev")).otherwise(prev)
         rows = rows.with_columns(
             _beat=((pl.col("t") - prev > self.burst_us) | prev.is_null())
             .cast(pl.Int64)
             .cum_sum()
-            .over(KEY)
+            .over("pid")
         )
-        beats = rows.group_by([*KEY, "_beat"], maintain_order=True).agg(
+        beats = rows.group_by(["pid", "_beat"], maintain_order=True).agg(
+            *[pl.col(c).first() for c in KEY],
             direction=pl.col("direction").last(),
             src_internal=pl.col("src_internal").last(),
             dst_internal=pl.col("dst_internal").last(),
@@ -180,11 +181,9 @@ class BeaconCore:
 
     def _extend_last(self, more: pl.DataFrame) -> None:
         """Fold flows that continue each communication's latest beat into it."""
-        idx = self.beats.with_row_index("_i").join(
-            more.select(KEY), on=KEY, how="semi", nulls_equal=True
-        )
-        latest = idx.sort("t").group_by(KEY, maintain_order=True).agg(_i=pl.col("_i").last())
-        upd = latest.join(more, on=KEY, nulls_equal=True).select(
+        idx = self.beats.with_row_index("_i").join(more.select("pid"), on="pid", how="semi")
+        latest = idx.group_by("pid").agg(_i=pl.col("_i").top_k_by("t", 1).first())
+        upd = latest.join(more, on="pid").select(
             "_i",
             _tl=pl.col("t_last"),
             _te=pl.col("t_end"),
@@ -207,30 +206,41 @@ class BeaconCore:
         start = end - self.window_us
         self.next_close = end + self.window_us
         keep = self.beats.filter(pl.col("t") >= end - self.horizon_us)
-        keep = keep.sort("t").with_columns(_r=pl.int_range(pl.len()).reverse().over(KEY))
-        self.beats = keep.filter(pl.col("_r") < self.max_beats).drop("_r").sort([*KEY, "t"])
+        counts = keep.group_by("pid").len().filter(pl.col("len") > self.max_beats)
+        if counts.height:  # only the busiest communications lose their oldest beats
+            busy = keep.join(counts, on="pid", how="semi")
+            newest = pl.col("t").rank("ordinal", descending=True).over("pid") <= self.max_beats
+            keep = pl.concat([keep.join(counts, on="pid", how="anti"), busy.filter(newest)])
+        self.beats = keep
         active = self.beats.filter(pl.col("t").is_between(start, end, closed="left"))
         if active.height == 0:
             return _no_windows()
-        history = self.beats.join(active.select(KEY).unique(), on=KEY, how="semi", nulls_equal=True)
-        stats = beat_stats(history, KEY, self.min_beats)
+        history = self.beats.join(active.select("pid").unique(), on="pid", how="semi")
+        stats = beat_stats(history, ["pid"], self.min_beats)
         if stats.height == 0:
             return _no_windows()
+        window = (
+            active.join(stats.select("pid"), on="pid", how="semi")
+            .group_by("pid")
+            .agg(
+                *[pl.col(c).first() for c in KEY],
+                w_first=pl.col("t").min(),
+                w_last=pl.col("t_end").max(),
+                w_beats=pl.len(),
+                direction=pl.col("direction").last(),
+                src_internal=pl.col("src_internal").last(),
+                dst_internal=pl.col("dst_internal").last(),
+            )
+        )
+        servers = window.select("dst_ip").unique()
         popular = (
             self.beats.filter(pl.col("src_internal") & ~pl.col("dst_internal"))
+            .join(servers, on="dst_ip", how="semi")
             .group_by("dst_ip")
             .agg(clients=pl.col("src_ip").n_unique())
         )
-        window = active.group_by(KEY).agg(
-            w_first=pl.col("t").min(),
-            w_last=pl.col("t_end").max(),
-            w_beats=pl.len(),
-            direction=pl.col("direction").last(),
-            src_internal=pl.col("src_internal").last(),
-            dst_internal=pl.col("dst_internal").last(),
-        )
         out = (
-            stats.join(window, on=KEY, nulls_equal=True)
+            stats.join(window, on="pid")
             .join(popular, on="dst_ip", how="left")
             .with_columns(
                 pl.col("clients").fill_null(0),
@@ -245,7 +255,8 @@ class BeaconCore:
             )
             return _no_windows()
         known = self.established.contains(out) if out.height else np.zeros(0, dtype=bool)
-        return out.with_columns(established=pl.Series(known, dtype=pl.Boolean)).sort(KEY)
+        out = out.with_columns(established=pl.Series(known, dtype=pl.Boolean))
+        return out.drop("pid").sort(KEY)
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -262,7 +273,7 @@ class BeaconCore:
         frame = pl.from_arrow(beats) if beats is not None else None
         self.beats = (
             frame.select([pl.col(c).cast(t) for c, t in BEAT_SCHEMA.items()])
-            if isinstance(frame, pl.DataFrame)
+            if isinstance(frame, pl.DataFrame) and frame.height
             else pl.DataFrame(schema=BEAT_SCHEMA)
         )
         clock = state.get("clock")
