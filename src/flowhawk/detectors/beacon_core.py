@@ -12,8 +12,11 @@ Each time event time passes the end of a ``window`` (one hour by default), the
 communications that beat in that window are scored over their kept beats
 (:func:`flowhawk.detectors.beacon_score.beat_stats`); the last window is scored when
 the input ends. Windows are fixed in event time, so batching never changes what is
-scored. The popularity of each external server (how many internal clients reached it
-within the horizon) is computed from the same beats, for N2.
+scored. Beats hold integers only (the communication as a stable 64-bit hash); the
+names of each communication are kept once beside them, and forgotten every few windows
+once it has no beat left. The popularity of each external server (how many internal
+clients reached it within the horizon, give or take those few windows) comes from
+that table, for N2.
 
 Communications that were already regular while the engine learned are remembered as
 *established* (monitoring, update checks, heartbeats); N1 leaves them out unless
@@ -34,7 +37,8 @@ from flowhawk.detectors.seen import SeenSet
 from flowhawk.keyhash import stable_hash
 
 KEY = ["site", "src_ip", "dst_ip", "dst_port", "proto"]
-BEAT_SCHEMA: dict[str, pl.DataType] = {
+#: One row per communication with beats in the horizon (its names, kept once).
+COMM_SCHEMA: dict[str, pl.DataType] = {
     "pid": pl.UInt64(),  # stable hash of the communication (KEY)
     "site": pl.String(),
     "src_ip": pl.String(),
@@ -44,6 +48,10 @@ BEAT_SCHEMA: dict[str, pl.DataType] = {
     "direction": pl.String(),
     "src_internal": pl.Boolean(),
     "dst_internal": pl.Boolean(),
+}
+#: One row per beat: integers only.
+BEAT_SCHEMA: dict[str, pl.DataType] = {
+    "pid": pl.UInt64(),
     "t": pl.Int64(),  # first flow of the beat, epoch microseconds
     "t_last": pl.Int64(),  # last flow start of the beat
     "t_end": pl.Int64(),  # latest flow end of the beat
@@ -51,6 +59,7 @@ BEAT_SCHEMA: dict[str, pl.DataType] = {
     "flows": pl.Int64(),
 }
 _US = 1_000_000
+_PRUNE_EVERY = 6
 
 
 class BeaconCore:
@@ -75,8 +84,10 @@ class BeaconCore:
         self.outbound_only = outbound_only
         self.established_score = established_score
         self.beats = pl.DataFrame(schema=BEAT_SCHEMA)
+        self.comms = pl.DataFrame(schema=COMM_SCHEMA)
+        self.closed = 0  # windows closed so far (communications are pruned every few)
         self.next_close: int | None = None  # end of the window being filled, epoch us
-        self.established = SeenSet(KEY, BEAT_SCHEMA)
+        self.established = SeenSet(KEY, COMM_SCHEMA)
         self._memo: list[tuple[object, int, pl.DataFrame]] = []
         self._members: dict[int, int] = {}
         self._seq = 0
@@ -114,18 +125,21 @@ class BeaconCore:
     def _ingest(self, flows: pl.DataFrame, scoring_from: int | None) -> pl.DataFrame:
         scope = pl.col("src_internal") & ~pl.col("dst_internal")
         rows = flows.filter(scope) if self.outbound_only else flows
+        if flows.height == 0:
+            return _no_windows()
+        pid = pl.Series("pid", stable_hash(rows, KEY, COMM_SCHEMA), dtype=pl.UInt64)
+        comms = rows.select(pid, *[pl.col(c).cast(t) for c, t in COMM_SCHEMA.items() if c != "pid"])
+        fresh = comms.unique("pid", keep="first", maintain_order=True).join(
+            self.comms.select("pid"), on="pid", how="anti"
+        )
+        if fresh.height:
+            self.comms = pl.concat([self.comms, fresh])
         rows = rows.select(
-            pl.Series("pid", stable_hash(rows, KEY, BEAT_SCHEMA), dtype=pl.UInt64),
-            *[pl.col(c).cast(BEAT_SCHEMA[c]) for c in KEY],
-            "direction",
-            "src_internal",
-            "dst_internal",
+            pid,
             t=pl.col("ts_start").cast(UTC_US).dt.epoch("us"),
             t_end=pl.col("ts_end").cast(UTC_US).dt.epoch("us"),
             bytes=(pl.col("src_bytes") + pl.col("dst_bytes")).cast(pl.Int64),
         )
-        if flows.height == 0:
-            return _no_windows()
         if self.next_close is None:
             first = int(flows.get_column("ts_start").cast(UTC_US).dt.epoch("us").min())  # type: ignore[arg-type]
             self.next_close = (first // self.window_us + 1) * self.window_us
@@ -163,10 +177,6 @@ class BeaconCore:
             .over("pid")
         )
         beats = rows.group_by(["pid", "_beat"], maintain_order=True).agg(
-            *[pl.col(c).first() for c in KEY],
-            direction=pl.col("direction").last(),
-            src_internal=pl.col("src_internal").last(),
-            dst_internal=pl.col("dst_internal").last(),
             t=pl.col("t").min(),
             t_last=pl.col("t").max(),
             t_end=pl.col("t_end").max(),
@@ -212,6 +222,9 @@ class BeaconCore:
             newest = pl.col("t").rank("ordinal", descending=True).over("pid") <= self.max_beats
             keep = pl.concat([keep.join(counts, on="pid", how="anti"), busy.filter(newest)])
         self.beats = keep
+        self.closed += 1
+        if self.closed % _PRUNE_EVERY == 0:  # forget communications without kept beats
+            self.comms = self.comms.join(keep.select("pid").unique(), on="pid", how="semi")
         active = self.beats.filter(pl.col("t").is_between(start, end, closed="left"))
         if active.height == 0:
             return _no_windows()
@@ -222,19 +235,12 @@ class BeaconCore:
         window = (
             active.join(stats.select("pid"), on="pid", how="semi")
             .group_by("pid")
-            .agg(
-                *[pl.col(c).first() for c in KEY],
-                w_first=pl.col("t").min(),
-                w_last=pl.col("t_end").max(),
-                w_beats=pl.len(),
-                direction=pl.col("direction").last(),
-                src_internal=pl.col("src_internal").last(),
-                dst_internal=pl.col("dst_internal").last(),
-            )
+            .agg(w_first=pl.col("t").min(), w_last=pl.col("t_end").max(), w_beats=pl.len())
+            .join(self.comms, on="pid")
         )
         servers = window.select("dst_ip").unique()
         popular = (
-            self.beats.filter(pl.col("src_internal") & ~pl.col("dst_internal"))
+            self.comms.filter(pl.col("src_internal") & ~pl.col("dst_internal"))
             .join(servers, on="dst_ip", how="semi")
             .group_by("dst_ip")
             .agg(clients=pl.col("src_ip").n_unique())
@@ -262,27 +268,31 @@ class BeaconCore:
 
     def state(self) -> dict[str, pa.Table]:
         clock = pa.table({"next_close": pa.array([self.next_close], pa.int64())})
+        clock = clock.append_column("closed", pa.array([self.closed], pa.int64()))
         return {
             "beats": self.beats.to_arrow(),
+            "comms": self.comms.to_arrow(),
             "clock": clock,
             "established": self.established.to_arrow(),
         }
 
     def load_state(self, state: dict[str, pa.Table]) -> None:
-        beats = state.get("beats")
-        frame = pl.from_arrow(beats) if beats is not None else None
-        self.beats = (
-            frame.select([pl.col(c).cast(t) for c, t in BEAT_SCHEMA.items()])
-            if isinstance(frame, pl.DataFrame) and frame.height
-            else pl.DataFrame(schema=BEAT_SCHEMA)
-        )
+        self.beats = _table(state.get("beats"), BEAT_SCHEMA)
+        self.comms = _table(state.get("comms"), COMM_SCHEMA)
         clock = state.get("clock")
-        value = (
-            clock.column("next_close")[0].as_py() if clock is not None and clock.num_rows else None
-        )
-        self.next_close = value
+        if clock is not None and clock.num_rows:
+            self.next_close = clock.column("next_close")[0].as_py()
+            if "closed" in clock.column_names:
+                self.closed = int(clock.column("closed")[0].as_py())
         self.established.load(state.get("established"))
 
 
 def _no_windows() -> pl.DataFrame:
     return pl.DataFrame()
+
+
+def _table(table: pa.Table | None, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    frame = pl.from_arrow(table) if table is not None else None
+    if not isinstance(frame, pl.DataFrame) or frame.height == 0:
+        return pl.DataFrame(schema=schema)
+    return frame.select([pl.col(c).cast(t) for c, t in schema.items()])
