@@ -57,6 +57,7 @@ from flowhawk.cli import analyze as _analyze  # noqa: E402,F401  (registers comm
 from flowhawk.cli import c2 as _c2  # noqa: E402,F401
 from flowhawk.cli import collect as _collect  # noqa: E402,F401
 from flowhawk.cli import config_cmd as _config  # noqa: E402,F401
+from flowhawk.cli import domains as _domains  # noqa: E402,F401
 from flowhawk.cli import intel as _intel  # noqa: E402,F401
 from flowhawk.cli import replay as _replay  # noqa: E402,F401
 from flowhawk.cli import simulate as _simulate  # noqa: E402,F401
