@@ -159,7 +159,11 @@ def runs(demo_flows, demo_dns, tmp_path_factory) -> dict[str, dict[str, pl.DataF
 
 
 #: Methods the demo has no incident for yet (their alarms are checked elsewhere).
-NOT_IN_DEMO: dict[str, str] = {}
+NOT_IN_DEMO: dict[str, str] = {
+    "N3": "needs the demo's two sites, which this config leaves out (the flows are all in the "
+    "default site): tests/detectors/test_targeted.py holds N3 to the contract on the demo "
+    "with its sites",
+}
 
 
 @pytest.mark.parametrize("method", ALL)
@@ -174,7 +178,8 @@ def test_alarms_are_well_formed(method, demo_flows, runs):
     for col in ("reason", "observed", "expected", "src_ip", "dst_ip", "site", "direction"):
         assert alarms.get_column(col).null_count() == 0, col
     day_two = demo_flows.get_column("ts_start").min() + timedelta(days=1)
-    assert (alarms.get_column("ts") >= day_two).all(), "nothing alarms while learning"
+    if DETECTORS.get(method).learns:  # the others score from the first flow, by design
+        assert (alarms.get_column("ts") >= day_two).all(), "nothing alarms while learning"
     assert (alarms.get_column("ts") <= demo_flows.get_column("ts_end").max()).all()
 
 

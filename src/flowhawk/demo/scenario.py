@@ -34,12 +34,22 @@ DNS_TUNNELER = "10.10.1.35"
 TUNNEL_PEER = "192.0.2.99"
 TOR_USER = "10.10.1.17"
 TOR_RELAY = "192.0.2.101"  # listed as a Tor relay in the demo's intel feed
+SCANNER = "10.10.1.28"
+SCAN_PORTS = [21, 22, 23, 25, 53, 80, 110, 135, 139, 143, 389, 443, 445, 993, 995, 1433, 1521]
+SCAN_PORTS += [1723, 3306, 3389, 5432, 5900, 5985, 6379, 8000, 8080, 8443, 9000, 9200, 27017]
+VENDOR = "192.0.2.150"
+PROBER = "198.51.100.250"  # an internet host that probes the plant only
+SYNCER, LISTED_SHARE = "10.10.1.20", "198.51.100.140"  # a habit with a listed server
 
 DAY = 24 * HOUR
 INCIDENTS = [
+    ("08:55", f"{PATIENT_ZERO} looks up 40 random names (NXDOMAIN: a DGA), the 41st resolves"),
     ("09:00", f"{PATIENT_ZERO} starts beaconing to {C2}:8443 every 60 s (+-5 s)"),
     ("10:00", f"{HOARDER} pulls and pushes gigabytes over its usual SMB session to {FILES}"),
     ("11:00", f"{TOR_USER} uses Tor: half-hour TLS circuits to relay {TOR_RELAY}:9001 until 13:00"),
+    ("12:00", f"{SCANNER} slowly scans 10.10.1.0/24 on 445/tcp: one address every 30 s"),
+    ("13:00", f"vendor {VENDOR} holds a 4 h VNC session to HMI {HMI}:5900 (30-minute records)"),
+    ("14:30", f"{SCANNER} scans {len(SCAN_PORTS)} ports of application server {APP}"),
     ("14:00", f"rogue device {ROGUE} appears and connects to {ROGUE_PEER}:4444"),
     ("15:00", f"{DNS_TUNNELER} tunnels data through DNS: 30 long queries a minute to {DNS}"),
     ("16:30", f"{PATIENT_ZERO} moves laterally: SMB and RDP to 12 workstations"),
@@ -47,6 +57,11 @@ INCIDENTS = [
     ("19:00", f"DNS server {DNS} tunnels data over ICMP to {TUNNEL_PEER} (large echoes)"),
     ("20:00", f"PLC {SILENT_PLC} goes silent (no more Modbus polls answered)"),
     ("21:00", f"MQTT sensor {DEAD_SENSOR} stops reporting to its broker {BROKER}:1883"),
+    ("22:00", f"internet host {PROBER} probes the plant's PLCs on Modbus 502/tcp (not the office)"),
+    (
+        "all day",
+        f"{SYNCER} syncs with {LISTED_SHARE} every 2 h, a server the feed lists as malware",
+    ),
 ]
 
 
@@ -65,6 +80,43 @@ def ping(client: str, server: str, **kw: float) -> Stream:
         duration=(-7.0, 0.3),
         **kw,  # type: ignore[arg-type]
     )
+
+
+def probe(name: str, client: str, server: str, port: int, at: float, live: bool) -> Stream:
+    """One scan attempt at ``at``: a live host answers the handshake and nothing more
+    (3 packets of 40 bytes out, 2 of 60 back), any other address stays silent."""
+    return Stream(
+        name,
+        [client],
+        [server],
+        port,
+        6,
+        period=DAY,
+        phase=0.0,
+        start=at,
+        stop=at + 1.0,
+        answered=1.0 if live else 0.0,
+        req_bytes=(4.79, 0.0),
+        resp_bytes=(4.79, 0.0),
+        duration=(-4.0, 0.0),
+        state="RSTO",
+    )
+
+
+def scans() -> list[Stream]:
+    """The scanner's slow sweep of the office subnet on SMB and its scan of the app server."""
+    sweep = [f"10.10.1.{i}" for i in range(1, 255) if f"10.10.1.{i}" != SCANNER]
+    t0, t1 = DAY + 12 * HOUR, DAY + 14.5 * HOUR
+    return [
+        *[
+            probe(f"scan-smb-{ip}", SCANNER, ip, 445, t0 + 30.0 * i, ip in WORKSTATIONS)
+            for i, ip in enumerate(sweep)
+        ],
+        *[
+            probe(f"scan-app-{port}", SCANNER, APP, port, t1 + 3.0 * i, port == 443)
+            for i, port in enumerate(SCAN_PORTS)
+        ],
+    ]
 
 
 def streams() -> list[Stream]:
@@ -360,5 +412,50 @@ def streams() -> list[Stream]:
             resp_bytes=(15.0, 0.3),
             duration=(7.45, 0.05),
             packet_bytes=560,
+        ),
+        # Added last, so the streams above draw the same random numbers as before.
+        *scans(),
+        Stream(
+            "vendor-vnc",
+            [VENDOR],
+            [HMI],
+            5900,
+            6,
+            period=1800,
+            phase=0.0,
+            start=DAY + 13 * HOUR,
+            stop=DAY + 17 * HOUR,
+            client_port=51515,
+            service="vnc",
+            req_bytes=(12.0, 0.3),
+            resp_bytes=(15.0, 0.3),
+            duration=(float(np.log(1799.0)), 0.0),
+        ),
+        Stream(
+            "plant-probe",
+            [PROBER],
+            PLCS,
+            502,
+            6,
+            rate=160,
+            profile=ALWAYS,
+            start=DAY + 22 * HOUR,
+            stop=DAY + 22.25 * HOUR,
+            answered=0.3,
+            req_bytes=(4.1, 0.05),
+            resp_bytes=(4.5, 0.1),
+        ),
+        Stream(
+            "listed-sync",
+            [SYNCER],
+            [LISTED_SHARE],
+            443,
+            6,
+            period=2 * HOUR,
+            jitter=0.1,
+            profile=ALWAYS,
+            service="ssl",
+            req_bytes=(9.0, 0.5),
+            resp_bytes=(11.0, 0.5),
         ),
     ]

@@ -11,9 +11,16 @@ from flowhawk.detectors.base import Detector
 from flowhawk.detectors.beacon import BEACON_DETECTORS
 from flowhawk.detectors.clusters import CLUSTER_DETECTORS
 from flowhawk.detectors.devices import NewExternalDevice, NewInternalDevice
+from flowhawk.detectors.dga import DgaDomains
+from flowhawk.detectors.dns_tunnel import DnsTunnel
+from flowhawk.detectors.exfil import ExfiltrationHoarding
 from flowhawk.detectors.intel import IntelligenceHit
+from flowhawk.detectors.lateral import LateralMovement
+from flowhawk.detectors.longconn import LongConnection
 from flowhawk.detectors.newcomm import NewCommunication
 from flowhawk.detectors.northsouth import HighRiskAnomalous, HighRiskNormal
+from flowhawk.detectors.scan import Scan
+from flowhawk.detectors.targeted import TargetedOrRandom
 from flowhawk.detectors.tor import Tor
 from flowhawk.detectors.volume import VOLUME_DETECTORS
 from flowhawk.registry import Registry
@@ -32,7 +39,14 @@ DETECTORS: Registry[type[Detector]] = Registry(
             HighRiskNormal,
             NewInternalDevice,
             NewExternalDevice,
+            DnsTunnel,
+            DgaDomains,
             *BEACON_DETECTORS,
+            TargetedOrRandom,
+            ExfiltrationHoarding,
+            LateralMovement,
+            Scan,
+            LongConnection,
         )
     ],
 )

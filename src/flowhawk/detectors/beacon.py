@@ -134,9 +134,15 @@ def _series_text() -> pl.Expr:
     a beat ± 3 %``"""
     pct = lambda c: (pl.col(c) * 100).round(0).cast(pl.Int64).cast(pl.String)  # noqa: E731
     span = history_span(pl.col("first").cast(UTC_US), pl.col("last").cast(UTC_US))
+    cycle = pl.when(pl.col("per_cycle") > 1).then(
+        pl.concat_str(
+            pl.lit(" ("), pl.col("per_cycle").cast(pl.String), pl.lit(" contacts a cycle)")
+        )
+    )
     return pl.concat_str(
         pl.lit("every "),
         seconds(pl.col("period")),
+        cycle.fill_null(""),
         pl.lit(" ± "),
         pct("jitter"),
         pl.lit(" % ("),

@@ -20,7 +20,8 @@ that table, for N2.
 
 Communications that were already regular while the engine learned are remembered as
 *established* (monitoring, update checks, heartbeats); N1 leaves them out unless
-told otherwise.
+told otherwise. While learning, six beats are enough to judge a habit regular (a
+two-hourly sync has only a dozen by the end of a day).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ BEAT_SCHEMA: dict[str, pl.DataType] = {
 }
 _US = 1_000_000
 _PRUNE_EVERY = 6
+_LEARN_BEATS = 3
 
 
 class BeaconCore:
@@ -85,7 +87,7 @@ class BeaconCore:
         self.established_score = established_score
         self.beats = pl.DataFrame(schema=BEAT_SCHEMA)
         self.comms = pl.DataFrame(schema=COMM_SCHEMA)
-        self.closed = 0  # windows closed so far (communications are pruned every few)
+        self.prune_at = 0  # event time from which communications are next pruned
         self.next_close: int | None = None  # end of the window being filled, epoch us
         self.established = SeenSet(KEY, COMM_SCHEMA)
         self._memo: list[tuple[object, int, pl.DataFrame]] = []
@@ -149,6 +151,11 @@ class BeaconCore:
             self._add(rows.filter(pl.col("t") < self.next_close))
             rows = rows.filter(pl.col("t") >= self.next_close)
             found.append(self._close(scoring_from))
+            # Windows with no flow have nothing to score: go to the next one that has.
+            upcoming = int(rows.get_column("t").min()) if rows.height else last  # type: ignore[arg-type]
+            self.next_close = max(
+                self.next_close, (upcoming // self.window_us + 1) * self.window_us
+            )
         self._add(rows)
         found = [f for f in found if f.height]
         return pl.concat(found) if found else _no_windows()
@@ -222,14 +229,16 @@ class BeaconCore:
             newest = pl.col("t").rank("ordinal", descending=True).over("pid") <= self.max_beats
             keep = pl.concat([keep.join(counts, on="pid", how="anti"), busy.filter(newest)])
         self.beats = keep
-        self.closed += 1
-        if self.closed % _PRUNE_EVERY == 0:  # forget communications without kept beats
+        if end >= self.prune_at:  # forget communications without kept beats, now and then
             self.comms = self.comms.join(keep.select("pid").unique(), on="pid", how="semi")
+            self.prune_at = end + _PRUNE_EVERY * self.window_us
         active = self.beats.filter(pl.col("t").is_between(start, end, closed="left"))
         if active.height == 0:
             return _no_windows()
         history = self.beats.join(active.select("pid").unique(), on="pid", how="semi")
-        stats = beat_stats(history, ["pid"], self.min_beats)
+        # While learning, a habit is established once it is regular over a few beats
+        # (slow ones, every hour or two, have few beats by the end of a short learning).
+        stats = beat_stats(history, ["pid"], _LEARN_BEATS if learning else self.min_beats)
         if stats.height == 0:
             return _no_windows()
         window = (
@@ -268,7 +277,7 @@ class BeaconCore:
 
     def state(self) -> dict[str, pa.Table]:
         clock = pa.table({"next_close": pa.array([self.next_close], pa.int64())})
-        clock = clock.append_column("closed", pa.array([self.closed], pa.int64()))
+        clock = clock.append_column("prune_at", pa.array([self.prune_at], pa.int64()))
         return {
             "beats": self.beats.to_arrow(),
             "comms": self.comms.to_arrow(),
@@ -282,8 +291,8 @@ class BeaconCore:
         clock = state.get("clock")
         if clock is not None and clock.num_rows:
             self.next_close = clock.column("next_close")[0].as_py()
-            if "closed" in clock.column_names:
-                self.closed = int(clock.column("closed")[0].as_py())
+            if "prune_at" in clock.column_names:
+                self.prune_at = int(clock.column("prune_at")[0].as_py())
         self.established.load(state.get("established"))
 
 

@@ -19,7 +19,11 @@ Bowley skewness and the median absolute deviation of intervals in seconds):
   irregularity; the share of such intervals is a mild penalty. When beats are missed
   so often that double periods cover most of the time, the weighted median lands on
   them: half and a third of it are tried too, and the period that explains the series
-  best (the score below without its count and size terms) is kept;
+  best (the score below without its count and size terms, and missed beats counting
+  fully) is kept;
+* **cycles of two**: malware that checks in twice a cycle (8 s, then 14 s, again and
+  again) has two interval lengths but a regular sum; every-other-beat intervals are
+  scored too and win when they explain the series clearly better (``per_cycle = 2``);
 * **jitter** is relative: the median of ``|d / P - k|`` over the intervals, so a
   one-hour beacon jittered by ±10 minutes is as regular as a one-minute beacon
   jittered by ±10 seconds (an absolute deviation in seconds would call the first
@@ -39,9 +43,14 @@ from __future__ import annotations
 
 import polars as pl
 
+#: A two-beat cycle must explain a series this much better than single beats to win
+#: (sums of two random intervals are smoother than one, so the cycle is not free).
+_LAG2 = 0.85
+
 #: Columns of :func:`beat_stats` besides the key.
 STAT_COLUMNS = (
     "beats",
+    "per_cycle",
     "first",
     "last",
     "period",
@@ -86,12 +95,24 @@ def beat_stats(beats: pl.DataFrame, key: list[str], min_beats: int = 10) -> pl.D
     counted = counted.filter(pl.col("beats") >= max(min_beats, 3))
     if counted.height == 0:
         return _empty(beats, key)
-    gaps = df.join(counted.select(key), on=key, how="semi").filter(pl.col("d") > 0)
+    series = df.join(counted.select(key), on=key, how="semi")
+    # Lag 1: the intervals between beats; lag 2: between every other beat, for malware
+    # that checks in twice a cycle (8 s then 14 s, again and again).
+    gaps = pl.concat(
+        [
+            series.filter(pl.col("d") > 0).with_columns(_lag=pl.lit(1)),
+            series.with_columns(
+                d=(pl.col("t") - pl.col("t").shift(2).over(key)).cast(pl.Float64) / 1e6,
+                _lag=pl.lit(2),
+            ).filter(pl.col("d") > 0),
+        ]
+    )
+    lagkey = [*key, "_lag"]
     period = (
-        gaps.sort([*key, "d"])
-        .with_columns(_cw=pl.col("d").cum_sum().over(key), _tot=pl.col("d").sum().over(key))
+        gaps.sort([*lagkey, "d"])
+        .with_columns(_cw=pl.col("d").cum_sum().over(lagkey), _tot=pl.col("d").sum().over(lagkey))
         .filter(pl.col("_cw") >= pl.col("_tot") / 2)
-        .group_by(key)
+        .group_by(lagkey)
         .agg(period=pl.col("d").first())
     )
     # The period or a half or third of it: many missed beats make intervals of two
@@ -101,8 +122,8 @@ def beat_stats(beats: pl.DataFrame, key: list[str], min_beats: int = 10) -> pl.D
     )
     x = pl.col("d") / pl.col("period")
     k = x.round(0).clip(lower_bound=1.0)
-    gaps = gaps.join(period, on=key).with_columns(_x=x, _k=k)
-    shape = gaps.group_by([*key, "_m"]).agg(
+    gaps = gaps.join(period, on=lagkey).with_columns(_x=x, _k=k)
+    shape = gaps.group_by([*lagkey, "_m"]).agg(
         pl.col("period").first(),
         other=(pl.col("_x") < 0.5).mean(),
         missed=((pl.col("_x") >= 0.5) & (pl.col("_k") >= 2)).sum().cast(pl.Float64)
@@ -112,13 +133,15 @@ def beat_stats(beats: pl.DataFrame, key: list[str], min_beats: int = 10) -> pl.D
     fit = (
         (1.0 - pl.col("jitter").fill_null(0.5) / 0.25).clip(0.0, 1.0).sqrt()
         * (1.0 - pl.col("other"))
-        * (1.0 - pl.col("missed") / 2.0)
+        * (1.0 - pl.col("missed"))
+        * pl.when(pl.col("_lag") == 1).then(1.0).otherwise(_LAG2)
     )
     shape = (
         shape.with_columns(_fit=fit)
-        .sort([*key, "_fit", "_m"], descending=[*([False] * len(key)), True, False])
+        .sort([*key, "_fit", "_lag", "_m"], descending=[*([False] * len(key)), True, False, False])
         .group_by(key, maintain_order=True)
         .first()
+        .rename({"_lag": "per_cycle"})
         .drop("_m", "_fit")
     )
     sizes = (
@@ -152,14 +175,17 @@ def beat_stats(beats: pl.DataFrame, key: list[str], min_beats: int = 10) -> pl.D
     out = out.with_columns(
         score=pl.when(pl.col("period") > 0).then(score).otherwise(0.0).clip(0.0, 1.0)
     )
-    return out.select(*key, *STAT_COLUMNS).sort(key)
+    return (
+        out.with_columns(pl.col("per_cycle").cast(pl.Int32)).select(*key, *STAT_COLUMNS).sort(key)
+    )
 
 
 def _empty(beats: pl.DataFrame, key: list[str]) -> pl.DataFrame:
     schema = {k: beats.schema[k] for k in key} | {
         "beats": pl.UInt32(),
+        "per_cycle": pl.Int32(),
         "first": pl.Int64(),
         "last": pl.Int64(),
-        **{c: pl.Float64() for c in STAT_COLUMNS[3:]},
+        **{c: pl.Float64() for c in STAT_COLUMNS[4:]},
     }
     return pl.DataFrame(schema=schema)
