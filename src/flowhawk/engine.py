@@ -34,6 +34,7 @@ from flowhawk.detectors.base import (
 )
 from flowhawk.memory import reuse_freed_memory
 from flowhawk.netaddr import NetworkSet
+from flowhawk.normalize.context import NetworkContext
 from flowhawk.state import Meta, StateStore
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ def build_detectors(
         history=history,
         intel=intel,
         passive_dns=passive_dns,
+        network=NetworkContext.from_config(cfg),
     )
     out = []
     for method, cls in DETECTORS:

@@ -27,6 +27,7 @@ from flowhawk.netaddr import NetworkSet
 if TYPE_CHECKING:
     from flowhawk.dns.passive import PassiveDns
     from flowhawk.intel import IntelSet
+    from flowhawk.normalize.context import NetworkContext
 
 UTC_US = pl.Datetime("us", "UTC")
 
@@ -127,6 +128,22 @@ class DetectorContext:
     passive_dns: PassiveDns | None = None
     #: Work and state detectors of one engine share (e.g. M2-M9's volume core), by key.
     shared: dict[object, Any] = field(default_factory=dict)
+    #: The configured sites (flows carry theirs; DNS transactions do not).
+    network: NetworkContext | None = None
+
+    def site_of(self, ips: pl.Series) -> pl.Series:
+        """The configured site of each address (the default site when none contains it)."""
+        from flowhawk import netaddr
+
+        if self.network is None:
+            return pl.Series(ips.name, ["default"] * ips.len(), dtype=pl.String)
+        names = pl.Series([*self.network.site_names, self.network.default_site], dtype=pl.String)
+        if ips.len() == 0:
+            return names.clear().alias(ips.name)
+        hi, lo, _ = netaddr.parse(ips.fill_null("0.0.0.0"))
+        idx = self.network.site_of(hi, lo)
+        idx[idx < 0] = len(self.network.site_names)
+        return names.gather(idx).alias(ips.name)
 
 
 @dataclass

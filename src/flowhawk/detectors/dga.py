@@ -47,9 +47,6 @@ from flowhawk.dns.dga import shipped_model, split_names
 from flowhawk.schema import EAST_WEST, EXTERNAL, NORTH_SOUTH
 from flowhawk.settingtypes import Duration, format_duration
 
-#: The site of DNS alarms: DNS transactions carry no exporter, and detectors are not
-#: told the configured sites (the configuration's default site name).
-SITE = "default"
 EXAMPLES = 4  # names shown in a reason
 
 _ROWS: dict[str, pl.DataType] = {
@@ -244,7 +241,7 @@ class DgaDomains(Detector):
             name=pl.lit(self.title),
             ts="ts",
             ts_end="ts_end",
-            site=pl.lit(SITE),
+            site=pl.lit("", pl.String),  # the client's site, set below
             src_ip="src_ip",
             dst_ip=pl.col("dst_ip").fill_null(""),
             dst_port=pl.col("dst_port").fill_null(53),
@@ -287,6 +284,7 @@ class DgaDomains(Detector):
             ).str.replace("{}", pl.col("evidence").round(1).cast(pl.String), literal=True),
         )
         alarms = alarms.filter(pl.col("score") >= s.min_score).sort("ts", "src_ip")
+        alarms = alarms.with_columns(site=self.context.site_of(alarms.get_column("src_ip")))
         return conform_alarms(alarms)
 
     def _direction(self, g: pl.DataFrame) -> pl.Series:

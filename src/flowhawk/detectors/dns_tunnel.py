@@ -88,10 +88,6 @@ DEFAULT_ALLOW: list[str] = [
     "cymru.com",  # Team Cymru malware hash and IP-to-ASN lookups
 ]
 
-#: The site of DNS alarms: DNS transactions carry no exporter, and detectors are not
-#: told the configured sites (the configuration's default site name).
-SITE = "default"
-
 
 class DnsTunnelSettings(DetectorSettings):
     weight: float = Field(default=60.0, ge=0, le=100)
@@ -159,6 +155,7 @@ class DnsTunnel(Detector):
             return empty_alarms()
         alarms = self._alarms(hits)
         alarms = alarms.filter(pl.col("score") >= self.settings.min_score)
+        alarms = alarms.with_columns(site=self.context.site_of(alarms.get_column("src_ip")))
         return conform_alarms(alarms.sort("ts", "src_ip", "observed", maintain_order=True))
 
     def _step(self, dns: pl.DataFrame) -> pl.DataFrame:
@@ -313,7 +310,7 @@ class DnsTunnel(Detector):
             name=pl.lit(self.title),
             ts=pl.col("first_ts"),
             ts_end=pl.col("ts"),
-            site=pl.lit(SITE),
+            site=pl.lit("", pl.String),  # the client's site, set below
             src_ip=pl.col("client"),
             dst_ip=pl.col("server").fill_null(""),
             dst_port=pl.col("port").fill_null(53),
