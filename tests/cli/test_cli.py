@@ -231,12 +231,12 @@ def test_analyze_live_interface(tmp_path):
     import threading
     import time
 
-    def talk() -> None:
-        time.sleep(1.5)
+    def talk() -> None:  # again and again: the capture starts once the program is up
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for port in range(47000, 47010):
-                s.sendto(b"x" * 64, ("127.0.0.1", port))
-                time.sleep(0.05)
+            for _ in range(14):
+                time.sleep(0.4)
+                for port in range(47000, 47010):
+                    s.sendto(b"x" * 64, ("127.0.0.1", port))
 
     cfg = tmp_path / "c.toml"
     cfg.write_text('[learning]\nperiod = "1s"\n')
