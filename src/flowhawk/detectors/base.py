@@ -13,7 +13,7 @@ alarms on the batch *and* learns from it, because behavior is learned online.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -69,6 +69,16 @@ def comm_columns(method: str, title: str) -> dict[str, pl.Expr]:
         "ts_end": pl.col("ts_end"),
         **{c: pl.col(c) for c in ("site", "src_ip", "dst_ip", "dst_port", "proto", "direction")},
     }
+
+
+def restore_frame(table: pa.Table | None, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """A checkpointed table as a frame of ``schema`` (those columns, cast); an empty frame
+    when the checkpoint has none (nothing learned yet, or a detector new to it)."""
+    if table is None or table.num_rows == 0:
+        return pl.DataFrame(schema=dict(schema))
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    return df.select([pl.col(c).cast(t) for c, t in schema.items()])
 
 
 def empty_alarms() -> pl.DataFrame:

@@ -33,6 +33,7 @@ from flowhawk.detectors.base import (
     DetectorSettings,
     conform_alarms,
     empty_alarms,
+    restore_frame,
 )
 from flowhawk.detectors.beacon_core import KEY, BeaconCore
 from flowhawk.detectors.clusters_text import seconds, size
@@ -288,10 +289,7 @@ class C2Infrastructure(_BeaconBase):
 
     def load_state(self, state: dict[str, pa.Table]) -> None:
         super().load_state({k: v for k, v in state.items() if k != "bots"})
-        bots = state.get("bots")
-        frame = pl.from_arrow(bots) if bots is not None else None
-        if isinstance(frame, pl.DataFrame) and frame.height:
-            self.bots = frame.select(self.bots.columns).cast(dict(self.bots.schema))
+        self.bots = restore_frame(state.get("bots"), self.bots.schema)
 
 
 BEACON_DETECTORS = (Beaconing, C2Infrastructure)

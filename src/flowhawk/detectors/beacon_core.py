@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from flowhawk.detectors.base import UTC_US, Batch
+from flowhawk.detectors.base import UTC_US, Batch, restore_frame
 from flowhawk.detectors.beacon_score import beat_stats
 from flowhawk.detectors.seen import SeenSet
 from flowhawk.keyhash import stable_hash
@@ -286,8 +286,8 @@ class BeaconCore:
         }
 
     def load_state(self, state: dict[str, pa.Table]) -> None:
-        self.beats = _table(state.get("beats"), BEAT_SCHEMA)
-        self.comms = _table(state.get("comms"), COMM_SCHEMA)
+        self.beats = restore_frame(state.get("beats"), BEAT_SCHEMA)
+        self.comms = restore_frame(state.get("comms"), COMM_SCHEMA)
         clock = state.get("clock")
         if clock is not None and clock.num_rows:
             self.next_close = clock.column("next_close")[0].as_py()
@@ -298,10 +298,3 @@ class BeaconCore:
 
 def _no_windows() -> pl.DataFrame:
     return pl.DataFrame()
-
-
-def _table(table: pa.Table | None, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    frame = pl.from_arrow(table) if table is not None else None
-    if not isinstance(frame, pl.DataFrame) or frame.height == 0:
-        return pl.DataFrame(schema=schema)
-    return frame.select([pl.col(c).cast(t) for c, t in schema.items()])

@@ -42,6 +42,7 @@ from flowhawk.detectors.base import (
     DetectorSettings,
     conform_alarms,
     empty_alarms,
+    restore_frame,
 )
 from flowhawk.dns.dga import shipped_model, split_names
 from flowhawk.schema import EAST_WEST, EXTERNAL, NORTH_SOUTH
@@ -322,13 +323,5 @@ class DgaDomains(Detector):
         return {"rows": self.rows.to_arrow(), "alarmed": self.alarmed.to_arrow()}
 
     def load_state(self, state: dict[str, pa.Table]) -> None:
-        self.rows = _frame(state.get("rows"), _ROWS)
-        self.alarmed = _frame(state.get("alarmed"), _ALARMED)
-
-
-def _frame(table: pa.Table | None, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    if table is None or table.num_rows == 0:
-        return pl.DataFrame(schema=schema)
-    df = pl.from_arrow(table)
-    assert isinstance(df, pl.DataFrame)
-    return df.select(list(schema)).cast(schema)  # type: ignore[arg-type]
+        self.rows = restore_frame(state.get("rows"), _ROWS)
+        self.alarmed = restore_frame(state.get("alarmed"), _ALARMED)

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from flowhawk.detectors.base import UTC_US
+from flowhawk.detectors.base import UTC_US, restore_frame
 from flowhawk.keyhash import stable_hash
 
 KEY = ["client", "domain", "win"]
@@ -254,13 +254,9 @@ class Windows:
     def load_state(self, state: dict[str, pa.Table]) -> None:
         groups = state.get(f"{self.level.name}_groups")
         names = state.get(f"{self.level.name}_names")
-        self.groups = pl.DataFrame(schema=GROUP_SCHEMA)
+        self.groups = restore_frame(groups, GROUP_SCHEMA)
         self.hashes = np.zeros(0, dtype=np.uint64)
         self.hash_win = np.zeros(0, dtype=np.int64)
-        if groups is not None and groups.num_rows:
-            df = pl.from_arrow(groups)
-            assert isinstance(df, pl.DataFrame)
-            self.groups = df.select(list(GROUP_SCHEMA)).cast(GROUP_SCHEMA)  # type: ignore[arg-type]
         if names is not None and names.num_rows:
             self._insert(
                 np.asarray(names.column("hash").to_numpy(), dtype=np.uint64),

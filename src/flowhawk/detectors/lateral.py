@@ -37,6 +37,7 @@ from flowhawk.detectors.base import (
     DetectorSettings,
     conform_alarms,
     empty_alarms,
+    restore_frame,
 )
 from flowhawk.detectors.seen import SeenSet
 from flowhawk.detectors.text import service
@@ -315,9 +316,4 @@ class LateralMovement(Detector):
     def load_state(self, state: dict[str, pa.Table]) -> None:
         self.pairs.load(state.get("pairs"))
         self.client_services.load(state.get("client_services"))
-        recent = state.get("recent")
-        self.recent = pl.DataFrame(schema=_RECENT)
-        if recent is not None and recent.num_rows:
-            df = pl.from_arrow(recent)
-            assert isinstance(df, pl.DataFrame)
-            self.recent = df.select([pl.col(c).cast(t) for c, t in _RECENT.items()])
+        self.recent = restore_frame(state.get("recent"), _RECENT)

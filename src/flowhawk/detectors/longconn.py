@@ -42,6 +42,7 @@ from flowhawk.detectors.base import (
     DetectorSettings,
     conform_alarms,
     empty_alarms,
+    restore_frame,
 )
 from flowhawk.detectors.seen import SeenSet
 from flowhawk.detectors.text import endpoint
@@ -363,19 +364,9 @@ class LongConnection(Detector):
         }
 
     def load_state(self, state: dict[str, pa.Table]) -> None:
-        table = state.get("chains")
-        self.chains = pl.DataFrame(schema=_CHAIN)
-        if table is not None and table.num_rows:
-            df = pl.from_arrow(table)
-            assert isinstance(df, pl.DataFrame)
-            self.chains = df.select(list(_CHAIN)).cast(_CHAIN)  # type: ignore[arg-type]
+        self.chains = restore_frame(state.get("chains"), _CHAIN)
         self.normal.load(state.get("normal"))
-        alarmed = state.get("alarmed")
-        self.alarmed = pl.DataFrame(schema=_ALARMED)
-        if alarmed is not None and alarmed.num_rows:
-            df = pl.from_arrow(alarmed)
-            assert isinstance(df, pl.DataFrame)
-            self.alarmed = df.select(list(_ALARMED)).cast(_ALARMED)  # type: ignore[arg-type]
+        self.alarmed = restore_frame(state.get("alarmed"), _ALARMED)
 
 
 def _hours(seconds: pl.Expr) -> pl.Expr:

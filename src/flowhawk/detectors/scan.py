@@ -42,6 +42,7 @@ from flowhawk.detectors.base import (
     DetectorSettings,
     conform_alarms,
     empty_alarms,
+    restore_frame,
 )
 from flowhawk.detectors.scan_attempts import ICMP_REQUESTS, attempts
 from flowhawk.detectors.scan_text import describe
@@ -308,8 +309,8 @@ class Scan(Detector):
         for kind, counter in self.counters.items():
             counter.load_state(kind, state)
             empty = _empty_memory(KINDS[kind][0])
-            self.memory[kind] = _restore(state.get(f"{kind}_memory"), empty)
-        self.budget = _restore(state.get("budget"), _empty_budget())
+            self.memory[kind] = restore_frame(state.get(f"{kind}_memory"), empty.schema)
+        self.budget = restore_frame(state.get("budget"), _empty_budget().schema)
 
 
 def _empty_memory(keys: tuple[str, ...]) -> pl.DataFrame:
@@ -330,11 +331,3 @@ def _empty_budget() -> pl.DataFrame:
     return pl.DataFrame(
         schema={"kind": pl.String, "site": pl.String, "src_ip": pl.String, "t": pl.Int64}
     )
-
-
-def _restore(table: pa.Table | None, empty: pl.DataFrame) -> pl.DataFrame:
-    if table is None or table.num_rows == 0:
-        return empty
-    df = pl.from_arrow(table)
-    assert isinstance(df, pl.DataFrame)
-    return df.select(empty.columns).cast(empty.schema)  # type: ignore[arg-type]

@@ -28,6 +28,8 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
+from flowhawk.detectors.base import restore_frame
+
 _GRIDS = (0, 1)
 
 
@@ -256,13 +258,5 @@ class TargetCounter:
         }
 
     def load_state(self, prefix: str, state: dict[str, pa.Table]) -> None:
-        self.targets = _restore(state.get(f"{prefix}_targets"), self._empty_targets())
-        self.windows = _restore(state.get(f"{prefix}_windows"), self._empty_windows())
-
-
-def _restore(table: pa.Table | None, empty: pl.DataFrame) -> pl.DataFrame:
-    if table is None or table.num_rows == 0:
-        return empty
-    df = pl.from_arrow(table)
-    assert isinstance(df, pl.DataFrame)
-    return df.select(empty.columns).cast(empty.schema)  # type: ignore[arg-type]
+        self.targets = restore_frame(state.get(f"{prefix}_targets"), self._empty_targets().schema)
+        self.windows = restore_frame(state.get(f"{prefix}_windows"), self._empty_windows().schema)

@@ -28,11 +28,13 @@ from flowhawk.detectors.base import (
     DetectorSettings,
     conform_alarms,
     empty_alarms,
+    restore_frame,
 )
 from flowhawk.settingtypes import Duration
 
 _US = 1_000_000
 _SEEN: dict[str, pl.DataType] = {"ext": pl.String(), "site": pl.String(), "last": pl.Int64()}
+_SITES: dict[str, pl.DataType] = {"site": pl.String(), "last": pl.Int64()}
 _OPEN: dict[str, pl.DataType] = {
     "ext": pl.String(),
     "site": pl.String(),
@@ -70,7 +72,7 @@ class TargetedOrRandom(Detector):
         assert isinstance(settings, TargetedSettings)
         self.s = settings
         self.seen = pl.DataFrame(schema=_SEEN)  # (external source, site) → last seen
-        self.sites = pl.DataFrame(schema={"site": pl.String(), "last": pl.Int64()})
+        self.sites = pl.DataFrame(schema=_SITES)  # site → last traffic
         self.open = pl.DataFrame(schema=_OPEN)  # the window being filled
         self.next_close: int | None = None
 
@@ -229,15 +231,9 @@ class TargetedOrRandom(Detector):
         }
 
     def load_state(self, state: dict[str, pa.Table]) -> None:
-        for name, schema in (("seen", _SEEN), ("open", _OPEN)):
-            table = state.get(name)
-            frame = pl.from_arrow(table) if table is not None else None
-            if isinstance(frame, pl.DataFrame) and frame.height:
-                setattr(self, name, frame.select([pl.col(c).cast(t) for c, t in schema.items()]))
-        sites = state.get("sites")
-        frame = pl.from_arrow(sites) if sites is not None else None
-        if isinstance(frame, pl.DataFrame) and frame.height:
-            self.sites = frame.cast({"site": pl.String, "last": pl.Int64})
+        self.seen = restore_frame(state.get("seen"), _SEEN)
+        self.open = restore_frame(state.get("open"), _OPEN)
+        self.sites = restore_frame(state.get("sites"), _SITES)
         clock = state.get("clock")
         if clock is not None and clock.num_rows:
             self.next_close = clock.column("next_close")[0].as_py()

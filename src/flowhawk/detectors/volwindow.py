@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from flowhawk.detectors.base import UTC_US
+from flowhawk.detectors.base import UTC_US, restore_frame
 from flowhawk.detectors.volbaseline import WindowBaseline, host_hash
 
 HOST = ["site", "host"]
@@ -358,9 +358,9 @@ class WindowedVolume:
     def load_state(self, state: dict[str, pa.Table], prefix: str) -> None:
         win = state.get(f"{prefix}window")
         self.window = win.column("window")[0].as_py() if win is not None and win.num_rows else None
-        self.hosts = _load(state.get(f"{prefix}hosts"), _HOSTS)
-        self.comms = _load(state.get(f"{prefix}comms"), _COMMS)
-        self.pairs = _load(state.get(f"{prefix}pairs"), _PAIRS)
+        self.hosts = restore_frame(state.get(f"{prefix}hosts"), _HOSTS)
+        self.comms = restore_frame(state.get(f"{prefix}comms"), _COMMS)
+        self.pairs = restore_frame(state.get(f"{prefix}pairs"), _PAIRS)
         self.bytes_base.load(state.get(f"{prefix}bytes_baseline"))
         self.peer_base.load(state.get(f"{prefix}peer_baseline"))
 
@@ -380,11 +380,3 @@ FIRED_SCHEMA: dict[str, pl.DataType] = {
     "clients": pl.Int64(),
     "own": pl.Boolean(),
 }
-
-
-def _load(table: pa.Table | None, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    if table is None or table.num_rows == 0:
-        return _frame(schema)
-    df = pl.from_arrow(table)
-    assert isinstance(df, pl.DataFrame)
-    return df.select([pl.col(c).cast(t) for c, t in schema.items()])
