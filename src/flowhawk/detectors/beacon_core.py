@@ -35,6 +35,7 @@ import pyarrow as pa
 from flowhawk.detectors.base import UTC_US, Batch, restore_frame
 from flowhawk.detectors.beacon_score import beat_stats
 from flowhawk.detectors.seen import SeenSet
+from flowhawk.detectors.windows import US, WindowClock, micros
 from flowhawk.keyhash import stable_hash
 
 KEY = ["site", "src_ip", "dst_ip", "dst_port", "proto"]
@@ -59,7 +60,6 @@ BEAT_SCHEMA: dict[str, pl.DataType] = {
     "bytes": pl.Int64(),
     "flows": pl.Int64(),
 }
-_US = 1_000_000
 _PRUNE_EVERY = 6
 _LEARN_BEATS = 3
 
@@ -78,9 +78,9 @@ class BeaconCore:
         outbound_only: bool,
         established_score: float,
     ):
-        self.window_us = int(window * _US)
-        self.horizon_us = int(horizon * _US)
-        self.burst_us = int(burst_gap * _US)
+        self.window_us = int(window * US)
+        self.horizon_us = int(horizon * US)
+        self.burst_us = int(burst_gap * US)
         self.max_beats = max_beats
         self.min_beats = min_beats
         self.outbound_only = outbound_only
@@ -88,7 +88,7 @@ class BeaconCore:
         self.beats = pl.DataFrame(schema=BEAT_SCHEMA)
         self.comms = pl.DataFrame(schema=COMM_SCHEMA)
         self.prune_at = 0  # event time from which communications are next pruned
-        self.next_close: int | None = None  # end of the window being filled, epoch us
+        self.clock = WindowClock(window)
         self.established = SeenSet(KEY, COMM_SCHEMA)
         self._memo: list[tuple[object, int, pl.DataFrame]] = []
         self._members: dict[int, int] = {}
@@ -110,7 +110,7 @@ class BeaconCore:
             if key is token or (isinstance(key, tuple) and key == token):
                 self._consumed(member, seq)
                 return found
-        start = None if scoring_from is None else int(scoring_from.timestamp() * _US)
+        start = micros(scoring_from)
         found = self._ingest(batch.flows, start) if batch is not None else self._end(start)
         self._seq += 1
         self._memo.append((token, self._seq, found))
@@ -142,28 +142,19 @@ class BeaconCore:
             t_end=pl.col("ts_end").cast(UTC_US).dt.epoch("us"),
             bytes=(pl.col("src_bytes") + pl.col("dst_bytes")).cast(pl.Int64),
         )
-        if self.next_close is None:
-            first = int(flows.get_column("ts_start").cast(UTC_US).dt.epoch("us").min())  # type: ignore[arg-type]
-            self.next_close = (first // self.window_us + 1) * self.window_us
+        starts = flows.get_column("ts_start").cast(UTC_US).dt.epoch("us")
         found = []
-        last = int(flows.get_column("ts_start").cast(UTC_US).dt.epoch("us").max())  # type: ignore[arg-type]
-        while last >= self.next_close:  # windows this batch closes, each scored on its beats
-            self._add(rows.filter(pl.col("t") < self.next_close))
-            rows = rows.filter(pl.col("t") >= self.next_close)
-            found.append(self._close(scoring_from))
-            # Windows with no flow have nothing to score: go to the next one that has.
-            upcoming = int(rows.get_column("t").min()) if rows.height else last  # type: ignore[arg-type]
-            self.next_close = max(
-                self.next_close, (upcoming // self.window_us + 1) * self.window_us
-            )
-        self._add(rows)
+        for (part,), end in self.clock.split(starts.min(), starts.max(), [(rows, "t")]):  # type: ignore[arg-type]
+            self._add(part)
+            if end is not None:  # a window this batch closed: score it on its beats
+                found.append(self._close(end, scoring_from))
         found = [f for f in found if f.height]
         return pl.concat(found) if found else _no_windows()
 
     def _end(self, scoring_from: int | None) -> pl.DataFrame:
-        if self.next_close is None or self.beats.height == 0:
+        if self.beats.height == 0 or (end := self.clock.close_open()) is None:
             return _no_windows()
-        return self._close(scoring_from)
+        return self._close(end, scoring_from)
 
     def _add(self, rows: pl.DataFrame) -> None:
         """Merge flows (time-ordered) into the beats of their communications."""
@@ -215,13 +206,10 @@ class BeaconCore:
             flows=pl.col("flows") + pl.col("_f").fill_null(0),
         ).select(BEAT_SCHEMA.keys())
 
-    def _close(self, scoring_from: int | None) -> pl.DataFrame:
-        """Score the window ending at ``next_close``; forget what fell out of the horizon."""
-        assert self.next_close is not None
-        end = self.next_close
+    def _close(self, end: int, scoring_from: int | None) -> pl.DataFrame:
+        """Score the window ending at ``end``; forget what fell out of the horizon."""
         learning = scoring_from is None or end <= scoring_from
         start = end - self.window_us
-        self.next_close = end + self.window_us
         keep = self.beats.filter(pl.col("t") >= end - self.horizon_us)
         counts = keep.group_by("pid").len().filter(pl.col("len") > self.max_beats)
         if counts.height:  # only the busiest communications lose their oldest beats
@@ -276,7 +264,7 @@ class BeaconCore:
     # -- checkpoints ---------------------------------------------------------------------
 
     def state(self) -> dict[str, pa.Table]:
-        clock = pa.table({"next_close": pa.array([self.next_close], pa.int64())})
+        clock = self.clock.state()
         clock = clock.append_column("prune_at", pa.array([self.prune_at], pa.int64()))
         return {
             "beats": self.beats.to_arrow(),
@@ -289,10 +277,9 @@ class BeaconCore:
         self.beats = restore_frame(state.get("beats"), BEAT_SCHEMA)
         self.comms = restore_frame(state.get("comms"), COMM_SCHEMA)
         clock = state.get("clock")
-        if clock is not None and clock.num_rows:
-            self.next_close = clock.column("next_close")[0].as_py()
-            if "prune_at" in clock.column_names:
-                self.prune_at = int(clock.column("prune_at")[0].as_py())
+        self.clock.load(clock)
+        if clock is not None and clock.num_rows and "prune_at" in clock.column_names:
+            self.prune_at = int(clock.column("prune_at")[0].as_py())
         self.established.load(state.get("established"))
 
 

@@ -30,9 +30,9 @@ from flowhawk.detectors.base import (
     empty_alarms,
     restore_frame,
 )
+from flowhawk.detectors.windows import US, WindowClock, micros
 from flowhawk.settingtypes import Duration
 
-_US = 1_000_000
 _SEEN: dict[str, pl.DataType] = {"ext": pl.String(), "site": pl.String(), "last": pl.Int64()}
 _SITES: dict[str, pl.DataType] = {"site": pl.String(), "last": pl.Int64()}
 _OPEN: dict[str, pl.DataType] = {
@@ -74,7 +74,7 @@ class TargetedOrRandom(Detector):
         self.seen = pl.DataFrame(schema=_SEEN)  # (external source, site) → last seen
         self.sites = pl.DataFrame(schema=_SITES)  # site → last traffic
         self.open = pl.DataFrame(schema=_OPEN)  # the window being filled
-        self.next_close: int | None = None
+        self.clock = WindowClock(settings.window)
 
     def learn(self, batch: Batch) -> None:
         self._ingest(batch.flows, batch.scoring_from)
@@ -83,17 +83,14 @@ class TargetedOrRandom(Detector):
         return self._ingest(batch.flows, batch.scoring_from)
 
     def finish(self, score_from: datetime | None) -> pl.DataFrame:
-        if self.next_close is None or self.open.height == 0:
+        if self.open.height == 0 or (end := self.clock.close_open()) is None:
             return empty_alarms()
-        return self._close(_micros(score_from))
+        return self._close(end, micros(score_from))
 
     def _ingest(self, flows: pl.DataFrame, scoring_from: datetime | None) -> pl.DataFrame:
         if flows.height == 0:
             return empty_alarms()
         times = flows.get_column("ts_start").cast(UTC_US).dt.epoch("us")
-        window = int(self.s.window * _US)
-        if self.next_close is None:
-            self.next_close = (int(times.min()) // window + 1) * window  # type: ignore[arg-type]
         sites = flows.select("site", last=times)
         inbound = flows.filter(~pl.col("src_internal") & pl.col("dst_internal")).select(
             ext=pl.col("src_ip"),
@@ -105,19 +102,13 @@ class TargetedOrRandom(Detector):
             t_end=pl.col("ts_end").cast(UTC_US).dt.epoch("us"),
         )
         found = []
-        last = int(times.max())  # type: ignore[arg-type]
-        start = _micros(scoring_from)
-        while last >= self.next_close:
-            self._add(inbound.filter(pl.col("t") < self.next_close))
-            self._sites(sites.filter(pl.col("last") < self.next_close))
-            inbound = inbound.filter(pl.col("t") >= self.next_close)
-            sites = sites.filter(pl.col("last") >= self.next_close)
-            found.append(self._close(start))
-            # Windows without inbound flows judge nothing: go to the next one that has.
-            upcoming = int(inbound.get_column("t").min()) if inbound.height else last  # type: ignore[arg-type]
-            self.next_close = max(self.next_close, (upcoming // window + 1) * window)
-        self._add(inbound)
-        self._sites(sites)
+        start = micros(scoring_from)
+        parts = [(inbound, "t"), (sites, "last")]
+        for (probes, traffic), end in self.clock.split(times.min(), times.max(), parts):  # type: ignore[arg-type]
+            self._add(probes)
+            self._sites(traffic)
+            if end is not None:
+                found.append(self._close(end, start))
         return pl.concat(found) if found else empty_alarms()
 
     def _sites(self, rows: pl.DataFrame) -> None:
@@ -133,13 +124,10 @@ class TargetedOrRandom(Detector):
             order = ["t", "dst_port", "proto", "t_end"]
             self.open = both.sort(order).unique(["ext", "site", "target"], keep="first")
 
-    def _close(self, scoring_from: int | None) -> pl.DataFrame:
-        assert self.next_close is not None
-        end = self.next_close
-        self.next_close = end + int(self.s.window * _US)
+    def _close(self, end: int, scoring_from: int | None) -> pl.DataFrame:
         learning = scoring_from is None or end <= scoring_from
         window, self.open = self.open, pl.DataFrame(schema=_OPEN)
-        horizon = end - int(self.s.horizon * _US)
+        horizon = end - int(self.s.horizon * US)
         if window.height:
             reached = window.group_by("ext", "site").agg(last=pl.col("t").max())
             self.seen = (
@@ -222,22 +210,15 @@ class TargetedOrRandom(Detector):
         return conform_alarms(out.sort("ts", "src_ip"))
 
     def state(self) -> dict[str, pa.Table]:
-        clock = pa.table({"next_close": pa.array([self.next_close], pa.int64())})
         return {
             "seen": self.seen.to_arrow(),
             "sites": self.sites.to_arrow(),
             "open": self.open.to_arrow(),
-            "clock": clock,
+            "clock": self.clock.state(),
         }
 
     def load_state(self, state: dict[str, pa.Table]) -> None:
         self.seen = restore_frame(state.get("seen"), _SEEN)
         self.open = restore_frame(state.get("open"), _OPEN)
         self.sites = restore_frame(state.get("sites"), _SITES)
-        clock = state.get("clock")
-        if clock is not None and clock.num_rows:
-            self.next_close = clock.column("next_close")[0].as_py()
-
-
-def _micros(t: datetime | None) -> int | None:
-    return None if t is None else int(t.timestamp() * _US)
+        self.clock.load(state.get("clock"))
