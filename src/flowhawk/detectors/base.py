@@ -143,17 +143,9 @@ class DetectorContext:
 
     def site_of(self, ips: pl.Series) -> pl.Series:
         """The configured site of each address (the default site when none contains it)."""
-        from flowhawk import netaddr
-
         if self.network is None:
             return pl.Series(ips.name, ["default"] * ips.len(), dtype=pl.String)
-        names = pl.Series([*self.network.site_names, self.network.default_site], dtype=pl.String)
-        if ips.len() == 0:
-            return names.clear().alias(ips.name)
-        hi, lo, _ = netaddr.parse(ips.fill_null("0.0.0.0"))
-        idx = self.network.site_of(hi, lo)
-        idx[idx < 0] = len(self.network.site_names)
-        return names.gather(idx).alias(ips.name)
+        return self.network.sites_of(ips)
 
 
 @dataclass

@@ -58,6 +58,19 @@ class NetworkContext:
             out[self.site_networks[i].contains(hi, lo)] = i
         return out
 
+    def names(self) -> pl.Series:
+        """The site names, then the default site (what index ``len(site_names)`` means)."""
+        return pl.Series([*self.site_names, self.default_site], dtype=pl.String)
+
+    def sites_of(self, ips: pl.Series) -> pl.Series:
+        """The site of each address by network (the default site when none contains it)."""
+        if ips.len() == 0:
+            return self.names().clear().alias(ips.name)
+        hi, lo, _ = netaddr.parse(ips.fill_null("0.0.0.0"))
+        idx = self.site_of(hi, lo)
+        idx[idx < 0] = len(self.site_names)
+        return self.names().gather(idx).alias(ips.name)
+
 
 def add_context(df: pl.DataFrame, net: NetworkContext) -> pl.DataFrame:
     """Add ``src_internal``, ``dst_internal``, ``direction`` and ``site`` to flows."""
@@ -81,7 +94,7 @@ def add_context(df: pl.DataFrame, net: NetworkContext) -> pl.DataFrame:
         .then(pl.lit(NORTH_SOUTH))
         .otherwise(pl.lit(EXTERNAL))
     )
-    names = pl.Series([*net.site_names, net.default_site], dtype=pl.String)
+    names = net.names()
     by_net = (
         pl.when(pl.col("_src_site") >= 0)
         .then(pl.col("_src_site"))
