@@ -332,18 +332,7 @@ def _exfil_alarms(fired: pl.DataFrame, settings: DetectorSettings) -> pl.DataFra
     ).otherwise(0.1)
     dest = endpoint(pl.col("peer"), pl.col("dst_port"), pl.col("proto"))
     return fired.select(
-        method=pl.lit(ExfiltrationHoarding.method),
-        name=pl.lit(EXFIL_NAME),
-        ts=pl.col("ts_start"),
-        ts_end=pl.max_horizontal("ts_start", "ts_end"),
-        site="site",
-        src_ip=pl.col("host"),
-        dst_ip=pl.col("peer"),
-        dst_port="dst_port",
-        proto="proto",
-        direction="direction",
-        score=score.clip(0.0, 1.0),
-        entity=pl.col("host"),
+        **_identity(EXFIL_NAME, score),
         observed=pl.concat_str(
             [
                 fmt_bytes(pl.col("host_bytes")),
@@ -384,6 +373,24 @@ def _exfil_alarms(fired: pl.DataFrame, settings: DetectorSettings) -> pl.DataFra
     )
 
 
+def _identity(name: str, score: pl.Expr) -> dict[str, pl.Expr]:
+    """The alarm columns that name the method, the host, its peer and the score."""
+    return {
+        "method": pl.lit(ExfiltrationHoarding.method),
+        "name": pl.lit(name),
+        "ts": pl.col("ts_start"),
+        "ts_end": pl.max_horizontal("ts_start", "ts_end"),
+        "site": pl.col("site"),
+        "src_ip": pl.col("host"),
+        "dst_ip": pl.col("peer"),
+        "dst_port": pl.col("dst_port"),
+        "proto": pl.col("proto"),
+        "direction": pl.col("direction"),
+        "score": score.clip(0.0, 1.0),
+        "entity": pl.col("host"),
+    }
+
+
 def _hoard_alarms(fired: pl.DataFrame, settings: DetectorSettings) -> pl.DataFrame:
     assert isinstance(settings, ExfilSettings)
     w = _window_text(settings.window)
@@ -393,18 +400,7 @@ def _hoard_alarms(fired: pl.DataFrame, settings: DetectorSettings) -> pl.DataFra
     ).otherwise(0.0)
     servers = pl.col("peers").cast(pl.Int64).cast(pl.String)
     return fired.select(
-        method=pl.lit(ExfiltrationHoarding.method),
-        name=pl.lit(HOARD_NAME),
-        ts=pl.col("ts_start"),
-        ts_end=pl.max_horizontal("ts_start", "ts_end"),
-        site="site",
-        src_ip=pl.col("host"),
-        dst_ip=pl.col("peer"),
-        dst_port="dst_port",
-        proto="proto",
-        direction="direction",
-        score=score.clip(0.0, 1.0),
-        entity=pl.col("host"),
+        **_identity(HOARD_NAME, score),
         observed=pl.concat_str(
             [
                 fmt_bytes(pl.col("host_bytes")),
