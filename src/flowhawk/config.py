@@ -288,6 +288,48 @@ class CollectSettings(Strict):
     _l = field_validator("listen")(_check_listen)
 
 
+class ServeSettings(Strict):
+    listen: str = Field(
+        default="127.0.0.1:8080",
+        description="HOST:PORT of the API, the web UI and /metrics ('[::]:8080' for IPv6).",
+    )
+    tls_cert: Path | None = Field(
+        default=None, description="PEM certificate (chain) to serve the API over HTTPS."
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert.")
+    session_ttl: Duration = Field(
+        default=12 * 3600.0, description="How long a sign-in (POST /api/v1/login) lasts."
+    )
+    events_retention: Duration | None = Field(
+        default=None,
+        description="Delete events (and their alarms) whose window ended longer ago; "
+        "none keeps them.",
+    )
+    stream_queue: int = Field(
+        default=1000,
+        ge=10,
+        description="Events waiting per live-stream client; a slower client is disconnected.",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        parse_hostport(v)
+        return v
+
+
+class Route(Strict):
+    name: str = Field(default="route", description="A name for the route (shown in the API).")
+    outputs: list[str] = Field(
+        default=[], description="Outputs that receive the matching events; empty: all."
+    )
+    min_risk: float = Field(default=0.0, ge=0, le=100, description="Events at this risk or more.")
+    methods: list[str] = Field(
+        default=[], description="Events with at least one of these methods; empty: any."
+    )
+    sites: list[str] = Field(default=[], description="Events of these sites; empty: any.")
+
+
 class BehaviorSettings(Strict):
     bucket: Duration = Field(
         default=60.0, description="Time bucket of the behavioral log (flows by their start)."
@@ -336,12 +378,23 @@ class Config(Strict):
     detectors: dict[str, dict[str, Any]] = Field(
         default={}, description="Per-method settings, e.g. [detectors.M1] enabled = false."
     )
+    serve: ServeSettings = ServeSettings()
+    outputs: list[dict[str, Any]] = Field(
+        default=[],
+        description="Where events go besides the store: [[outputs]] tables with a type "
+        "(syslog, file, tcp, webhook, email) and its settings.",
+    )
+    routes: list[Route] = Field(
+        default=[],
+        description="Which events go to which outputs ([[routes]]); none: every event to "
+        "every output. Editable at run time through the API (policies).",
+    )
 
     def detector_settings(self, method: str) -> dict[str, Any]:
         return dict(self.detectors.get(method, {}))
 
 
-def _describe(err: dict[str, Any]) -> str:
+def describe_error(err: dict[str, Any]) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         return f"unknown key '{loc}'"
@@ -355,10 +408,26 @@ def from_dict(data: dict[str, Any], origin: str = "config") -> Config:
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors())
+        problems = "; ".join(describe_error(e) for e in exc.errors())
         raise ConfigError(f"{origin}: {problems}") from None
     _validate_detectors(cfg, origin)
+    _validate_outputs(cfg, origin)
     return cfg
+
+
+def _validate_outputs(cfg: Config, origin: str) -> None:
+    from flowhawk.outputs import validate
+
+    settings = validate(cfg.outputs, origin)
+    cfg.outputs = [s.model_dump() for s in settings]
+    names = {s.name for s in settings}
+    for route in cfg.routes:
+        unknown = [o for o in route.outputs if o not in names]
+        if unknown:
+            raise ConfigError(
+                f"{origin}: [[routes]] {route.name!r} names unknown output(s) "
+                f"{', '.join(unknown)}; outputs: {', '.join(sorted(names)) or 'none'}"
+            )
 
 
 def _validate_detectors(cfg: Config, origin: str) -> None:
@@ -375,7 +444,7 @@ def _validate_detectors(cfg: Config, origin: str) -> None:
         try:
             validated[method] = model.model_validate(settings).model_dump()
         except ValidationError as exc:
-            problems = "; ".join(_describe(e) for e in exc.errors())
+            problems = "; ".join(describe_error(e) for e in exc.errors())
             raise ConfigError(f"{origin}: [detectors.{method}] {problems}") from None
     cfg.detectors = validated
 
@@ -420,6 +489,10 @@ def effective(cfg: Config) -> dict[str, Any]:
         for name in ("max_age", "half_life"):
             if isinstance(options.get(name), float):
                 options[name] = format_duration(options[name])
+    for output in data["outputs"]:  # secrets are never printed
+        for key in ("secret", "password"):
+            if output.get(key):
+                output[key] = "********"
     data["detectors"] = {
         name: {
             **cls.Settings().model_dump(mode="json", exclude_none=True),
@@ -438,5 +511,6 @@ _DURATION_KEYS = {
     "normalize": {"stitch_gap"},
     "collect": {"batch_interval", "rollover", "checkpoint"},
     "behavior": {"bucket", "lateness", "retention"},
+    "serve": {"session_ttl", "events_retention"},
     "intel": {"half_life", "max_age", "fetch_timeout"},
 }

@@ -43,3 +43,8 @@ class RegistryError(FlowhawkError):
 
 class StateError(FlowhawkError):
     """The data directory's saved state cannot be used."""
+
+
+class AuthError(FlowhawkError):
+    """A user or token request cannot be done (unknown or existing user, bad role, weak
+    password, revoked or unknown token)."""

@@ -14,7 +14,8 @@ behavioral log has closed every bucket before its end.
 run), publishes and checkpoints the engine with the rest of the state (also done every
 ``[collect] checkpoint`` between batches); a restart continues with every model.
 Errors in detection are logged and counted, never lost silently: the flows are in the
-archive and can be analyzed again.
+archive and can be analyzed again. A ``listener`` (the service's publisher) is told of
+every event after it is stored.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -57,22 +59,31 @@ class LiveTotals:
     events_published: int = 0
     errors: int = 0
     late_flows: int = 0  # arrived after their bucket closed: scored, not in the log
+    newest_flow: datetime | None = None  # end of the newest flow processed (lag)
 
 
 class LiveDetection:
     """Detects on flow batches submitted in arrival order; publishes events as it goes."""
 
-    def __init__(self, cfg: Config, data_dir: Path, run_id: str):
+    def __init__(
+        self,
+        cfg: Config,
+        data_dir: Path,
+        run_id: str,
+        listener: Callable[[pl.DataFrame], None] | None = None,
+        intel: Sequence[str | Path] = (),
+    ):
         self.cfg = cfg
+        self.listener = listener  # told of every event stored (new or grown), after the store
         self.data_dir = data_dir
         self.logs = LogStore(data_dir / "behavior", run_id, cfg.archive.compression)
         self.context = EventContext(cfg, data_dir)
-        intel = intelstore.for_run(cfg, data_dir)
+        self.intel = intelstore.for_run(cfg, data_dir, intel)
         self.engine = DetectionEngine(
             cfg,
             StateStore(data_dir),
             log_store=self.logs,
-            intel=intel,
+            intel=self.intel,
             passive_dns=self.context.passive_dns(),
         )
         self.window = timedelta(seconds=cfg.events.window)
@@ -140,6 +151,11 @@ class LiveDetection:
         alarms = self.engine.process(df)
         self.totals.batches += 1
         self.totals.flows += df.height
+        newest = df.get_column("ts_end").max()
+        if isinstance(newest, datetime) and (
+            self.totals.newest_flow is None or newest > self.totals.newest_flow
+        ):
+            self.totals.newest_flow = newest
         if self.engine.buffer.late > late:
             self.totals.late_flows += self.engine.buffer.late - late
             log.warning(
@@ -170,6 +186,8 @@ class LiveDetection:
                 finally:
                     sink.stop()
                 self.totals.events_published += events.height
+                if self.listener is not None:
+                    self._guarded(self.listener, events)
         self._forget(final)
 
     def _forget(self, final: bool) -> None:

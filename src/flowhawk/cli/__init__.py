@@ -60,8 +60,10 @@ from flowhawk.cli import config_cmd as _config  # noqa: E402,F401
 from flowhawk.cli import domains as _domains  # noqa: E402,F401
 from flowhawk.cli import intel as _intel  # noqa: E402,F401
 from flowhawk.cli import replay as _replay  # noqa: E402,F401
+from flowhawk.cli import serve as _serve  # noqa: E402,F401
 from flowhawk.cli import simulate as _simulate  # noqa: E402,F401
 from flowhawk.cli import sql as _sql  # noqa: E402,F401
+from flowhawk.cli import users as _users  # noqa: E402,F401
 
 
 def main() -> None:

@@ -23,11 +23,13 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -64,7 +66,13 @@ class CollectorTotals:
 class Collector:
     """Receives exports and archives canonical flows under ``<data>/flows``."""
 
-    def __init__(self, cfg: Config, data_dir: Path):
+    def __init__(
+        self,
+        cfg: Config,
+        data_dir: Path,
+        on_events: Callable[[pl.DataFrame], None] | None = None,
+        intel: Sequence[str | Path] = (),
+    ):
         self.cfg = cfg
         self.data_dir = data_dir
         s = cfg.collect
@@ -81,7 +89,7 @@ class Collector:
         if s.detect:
             from flowhawk.live import LiveDetection
 
-            self.detection = LiveDetection(cfg, data_dir, run_id)
+            self.detection = LiveDetection(cfg, data_dir, run_id, listener=on_events, intel=intel)
         self.metrics = CollectorMetrics()
         self.totals = CollectorTotals()
         self._ready: list[pa.Table] = []  # canonical flows waiting for the next rollover

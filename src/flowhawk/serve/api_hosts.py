@@ -1,0 +1,136 @@
+"""``/api/v1/hosts`` (ranked by risk) and ``/api/v1/hosts/{ip}`` (a host's profile)."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import polars as pl
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from flowhawk.behavior.log import LogStore
+from flowhawk.hosts import rank_hosts
+from flowhawk.netaddr import NetworkSet
+from flowhawk.serve.deps import Svc, Who, not_found
+from flowhawk.serve.eventdb import EventFilter, frame
+
+router = APIRouter(prefix="/hosts", tags=["hosts"])
+
+#: Behavior series: horizon -> (span, resolution in seconds).
+HORIZONS = {"1d": (timedelta(days=1), 300), "7d": (timedelta(days=7), 3600),
+            "30d": (timedelta(days=30), 4 * 3600)}  # fmt: skip
+_SERIES = ["pkts_out", "bytes_out", "pkts_in", "bytes_in", "flows", "peers"]
+
+
+def _iso(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(
+        pl.col(c).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        for c, t in df.schema.items()
+        if isinstance(t, pl.Datetime)
+    )
+
+
+def ranked(svc: Any, sites: list[str] | None) -> pl.DataFrame:
+    """Hosts ranked by decaying risk from the stored alarms of the caller's sites."""
+    where, params = EventFilter(sites=sites).sql()
+    cur = svc.db.cursor()
+    events = frame(cur, f"SELECT id, risk, site FROM events WHERE {where}", params)
+    alarms = frame(
+        cur,
+        "SELECT a.event_id, a.ts, a.method, a.entity, a.src_ip, a.dst_ip, a.contribution "
+        f"FROM alarms a JOIN (SELECT id FROM events WHERE {where}) e ON a.event_id = e.id",
+        params,
+    )
+    internal = NetworkSet([*svc.cfg.network.internal, *svc.cfg.network.local_scope])
+    return rank_hosts(alarms, events, svc.cfg.events.host_half_life, internal)
+
+
+@router.get("", summary="Hosts ranked by accumulated, decaying risk")
+def list_hosts(
+    svc: Svc,
+    who: Who,
+    site: Annotated[list[str], Query(max_length=100)] = [],  # noqa: B006
+    internal: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> dict[str, Any]:
+    hosts = ranked(svc, who.scope(site or None))
+    if hosts.height and internal is not None:
+        hosts = hosts.filter(pl.col("internal") == internal)
+    page = hosts.slice(offset, limit) if hosts.height else hosts
+    items = _iso(page.with_row_index("rank", offset=offset + 1)).to_dicts() if page.height else []
+    return {"total": hosts.height, "limit": limit, "offset": offset, "items": items}
+
+
+@router.get("/{ip}", summary="A host's risk, events, names and behavior over 1/7/30 days")
+def host_profile(
+    svc: Svc,
+    who: Who,
+    ip: Annotated[str, Path(max_length=64)],
+    horizon: Literal["1d", "7d", "30d"] = "7d",
+) -> dict[str, Any]:
+    try:
+        ip = str(ipaddress.ip_address(ip))
+    except ValueError:
+        raise HTTPException(422, f"{ip!r} is not an IP address") from None
+    sites = who.scope(None)
+    flt = EventFilter(sites=sites, host=ip)
+    total, top = svc.db.list(flt, "-risk", 20, 0)
+    if total == 0 and not _seen_in_log(svc, ip, sites):
+        raise not_found(f"host {ip}")
+    hosts = ranked(svc, sites)
+    row = hosts.filter(pl.col("ip") == ip) if hosts.height else hosts
+    risk = _iso(row).to_dicts()[0] if row.height else None
+    rank = (
+        int(hosts.with_row_index("rank", 1).filter(pl.col("ip") == ip)["rank"][0])
+        if row.height
+        else None
+    )
+    return {
+        "ip": ip,
+        "risk": risk,
+        "rank": rank,
+        "events": total,
+        "top_events": top,
+        "names": _names(svc, ip),
+        "behavior": behavior(svc, ip, sites, horizon),
+    }
+
+
+def _names(svc: Any, ip: str) -> list[str]:
+    pdns = svc.passive_dns()
+    if pdns is None:
+        return []
+    return pdns.names_for(pl.Series([ip]), limit=10).to_list()[0] or []
+
+
+def _seen_in_log(svc: Any, ip: str, sites: list[str] | None) -> bool:
+    return behavior(svc, ip, sites, "1d")["buckets"] > 0
+
+
+def behavior(svc: Any, ip: str, sites: list[str] | None, horizon: str) -> dict[str, Any]:
+    """The device view of the behavioral log for ``ip``, resampled for a chart."""
+    span, step = HORIZONS[horizon]
+    logs = LogStore(svc.data_dir / "behavior", "api")
+    end = svc.newest_bucket() or datetime.now(UTC)
+    rows = logs.read("device", end - span, end + timedelta(seconds=1), share=False)
+    rows = rows.filter(pl.col("ip") == ip)
+    if sites is not None:
+        rows = rows.filter(pl.col("site").is_in(sites))
+    series = (
+        rows.sort("bucket")
+        .group_by_dynamic("bucket", every=f"{step}s")
+        .agg(pl.col(_SERIES[:-1]).sum(), pl.col("peers").max())
+        .sort("bucket")
+        if rows.height
+        else pl.DataFrame()
+    )
+    return {
+        "horizon": horizon,
+        "resolution_s": step,
+        "since": (end - span).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "until": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "buckets": rows.height,
+        "series": _iso(series).to_dicts() if series.height else [],
+    }

@@ -1,0 +1,119 @@
+"""The API application and the HTTP server that runs it.
+
+:func:`create_app` builds the FastAPI app over a :class:`~flowhawk.serve.service.Service`
+(routes under ``/api/v1``, OpenAPI at ``/api/v1/openapi.json``); with ``manage`` the
+app's lifespan starts and stops the service, so the HTTP server's graceful shutdown
+(SIGTERM/SIGINT) flushes and checkpoints everything. :func:`run` serves it with
+uvicorn, over TLS when ``[serve] tls_cert``/``tls_key`` are set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from flowhawk import __version__
+from flowhawk.config import parse_hostport
+from flowhawk.errors import FlowhawkError
+from flowhawk.serve import api_admin, api_events, api_hosts
+
+if TYPE_CHECKING:
+    from flowhawk.serve.service import Service
+
+API = "/api/v1"
+
+
+def create_app(service: Service, manage: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage:
+            service.start()
+        try:
+            yield
+        finally:
+            if manage:
+                service.stop()
+
+    app = FastAPI(
+        title="flowhawk",
+        version=__version__,
+        description="Network behavioral analytics: events, hosts, flows, intel, outputs. "
+        "Every route except /api/v1/health and /api/v1/login needs "
+        "`Authorization: Bearer <token>`.",
+        openapi_url=f"{API}/openapi.json",
+        docs_url=f"{API}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    for module in (api_events, api_hosts, api_admin):
+        app.include_router(module.router, prefix=API)
+
+    @app.exception_handler(FlowhawkError)
+    async def _flowhawk_error(request: Request, exc: FlowhawkError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(ValueError)
+    async def _value_error(request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    """Closes live streams as soon as a stop is asked, so shutdown does not wait on them."""
+
+    def __init__(self, config: uvicorn.Config, service: Service):
+        super().__init__(config)
+        self.service = service
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.service.stream.close_all()
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """As uvicorn's, without raising the signal again once stopped: the service has
+        flushed and checkpointed by then, and the command ends normally (exit 0)."""
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
+
+def run(service: Service, on_ready: Any = None) -> None:
+    """Serve until SIGINT/SIGTERM; ``on_ready(host, port)`` once listening."""
+    s = service.cfg.serve
+    host, port = parse_hostport(s.listen)
+    config = uvicorn.Config(
+        create_app(service),
+        host=host,
+        port=port,
+        ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
+        ssl_keyfile=str(s.tls_key) if s.tls_key else None,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    server = _Server(config, service)
+    if on_ready is not None:
+        import threading
+
+        def announce() -> None:
+            while not server.started and not server.should_exit:
+                threading.Event().wait(0.05)
+            if server.started:
+                sock = server.servers[0].sockets[0].getsockname()
+                on_ready(sock[0], sock[1])
+
+        threading.Thread(target=announce, daemon=True).start()
+    server.run()
+    if not server.started:
+        raise FlowhawkError(f"the API could not listen on {s.listen} (see the log above)")
