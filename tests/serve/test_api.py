@@ -262,3 +262,42 @@ def test_metrics_and_status(api):
     status = api.get("/api/v1/status").json()
     assert status["version"] and "outputs" in status
     assert "outputs" not in api.get("/api/v1/status", "ana").json()
+
+
+def test_event_behavior_series_and_band(api):
+    """The alarmed communication's log rows, resampled, with a usual band per measure."""
+    from datetime import timedelta
+
+    import polars as pl
+
+    from flowhawk.behavior.log import LogStore
+    from tests.flowbuild import at
+
+    ev = api.get("/api/v1/events", params={"method": "N1"}).json()["items"][0]
+    n = 288  # one day of 5-minute buckets before the event, then a spike
+    rows = pl.DataFrame(
+        {
+            "bucket": [at(3 * 3600) - timedelta(minutes=5 * i) for i in range(n)],
+            "site": "a",
+            "src_ip": ev["src_ip"],
+            "dst_ip": ev["dst_ip"],
+            "dst_port": 443,
+            "proto": 6,
+            "pkts_out": 10,
+            "pkts_in": 10,
+            "bytes_out": [100_000 if i == 0 else 1000 for i in range(n)],
+            "bytes_in": 500,
+            "flows": 1,
+            "peers": 1,
+            "ports": 1,
+            "duration": 1.0,
+        }
+    ).with_columns(pl.col("bucket").dt.cast_time_unit("us"))
+    LogStore(api.svc.data_dir / "behavior", "test").write({"comm": rows})
+    got = api.get(f"/api/v1/events/{ev['id']}/behavior", params={"horizon": "1d"}).json()
+    assert got["view"] == "comm" and got["key"]["dst_ip"] == ev["dst_ip"]
+    assert got["resolution_s"] == 300 and len(got["series"]) > 100
+    assert max(p["bytes_out"] for p in got["series"]) == 100_000
+    band = [b for b in got["band"] if b["measure"] == "bytes_out"]
+    assert band and band[0]["median"] == 1000 and band[0]["high"] < 100_000
+    assert api.get(f"/api/v1/events/{api.ids['b'][0]}/behavior", "ana").status_code == 404

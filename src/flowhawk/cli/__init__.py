@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from flowhawk import __version__
 from flowhawk.errors import FlowhawkError
@@ -71,5 +72,5 @@ def main() -> None:
     try:
         app()
     except FlowhawkError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -42,7 +42,7 @@ def serve(
     SIGINT or SIGTERM stops it cleanly: queued flows are archived and detected, models
     and templates checkpointed, outputs flushed (undelivered events stay queued).
     """
-    from flowhawk.serve.app import run
+    from flowhawk.serve.app import check_tls, run
     from flowhawk.serve.service import Service
 
     feeder_inputs = None
@@ -56,6 +56,7 @@ def serve(
     if listen:
         cfgmod.parse_hostport(listen)
         cfg.serve.listen = listen
+    check_tls(cfg)
     svc = Service(cfg, data, intel=intel)
     token = svc.auth.bootstrap_admin()
     if token:

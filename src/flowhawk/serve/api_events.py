@@ -25,6 +25,7 @@ from flowhawk.serve.models import (
     FlowPage,
     Sort,
 )
+from flowhawk.serve.series import key_series, view_of_event
 
 router = APIRouter(prefix="/events", tags=["events"])
 
@@ -176,3 +177,21 @@ def flows_of_event(
     start = datetime.fromisoformat(event["window_start"].replace("Z", "+00:00"))
     window = timedelta(seconds=svc.cfg.events.window)
     return event_flows(svc.data_dir, event, start, start + window, limit)
+
+
+@router.get("/{event_id}/behavior", summary="The alarmed key's behavior and its usual band")
+def behavior_of_event(
+    svc: Svc,
+    who: Who,
+    event_id: EventId,
+    horizon: Literal["1d", "7d", "30d"] = "1d",
+) -> dict[str, Any]:
+    """The behavioral-log series of the event's communication (or port view when a side
+    is any host) over the horizon ending at the event's window end, with the band."""
+    event = svc.db.get(event_id, who.scope(None))
+    if event is None:
+        raise not_found(f"event {event_id}")
+    view, key = view_of_event(event)
+    start = datetime.fromisoformat(event["window_start"].replace("Z", "+00:00"))
+    end = start + timedelta(seconds=svc.cfg.events.window)
+    return key_series(svc.data_dir, view, key, end, horizon, who.scope(None))

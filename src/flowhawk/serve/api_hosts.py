@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import polars as pl
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from flowhawk.behavior.log import LogStore
 from flowhawk.hosts import rank_hosts
 from flowhawk.netaddr import NetworkSet
 from flowhawk.serve.deps import Svc, Who, not_found
 from flowhawk.serve.eventdb import EventFilter, frame
+from flowhawk.serve.series import key_series
 
 router = APIRouter(prefix="/hosts", tags=["hosts"])
-
-#: Behavior series: horizon -> (span, resolution in seconds).
-HORIZONS = {"1d": (timedelta(days=1), 300), "7d": (timedelta(days=7), 3600),
-            "30d": (timedelta(days=30), 4 * 3600)}  # fmt: skip
-_SERIES = ["pkts_out", "bytes_out", "pkts_in", "bytes_in", "flows", "peers"]
 
 
 def _iso(df: pl.DataFrame) -> pl.DataFrame:
@@ -110,27 +105,6 @@ def _seen_in_log(svc: Any, ip: str, sites: list[str] | None) -> bool:
 
 
 def behavior(svc: Any, ip: str, sites: list[str] | None, horizon: str) -> dict[str, Any]:
-    """The device view of the behavioral log for ``ip``, resampled for a chart."""
-    span, step = HORIZONS[horizon]
-    logs = LogStore(svc.data_dir / "behavior", "api")
+    """The device view of the behavioral log for ``ip``, resampled, with its band."""
     end = svc.newest_bucket() or datetime.now(UTC)
-    rows = logs.read("device", end - span, end + timedelta(seconds=1), share=False)
-    rows = rows.filter(pl.col("ip") == ip)
-    if sites is not None:
-        rows = rows.filter(pl.col("site").is_in(sites))
-    series = (
-        rows.sort("bucket")
-        .group_by_dynamic("bucket", every=f"{step}s")
-        .agg(pl.col(_SERIES[:-1]).sum(), pl.col("peers").max())
-        .sort("bucket")
-        if rows.height
-        else pl.DataFrame()
-    )
-    return {
-        "horizon": horizon,
-        "resolution_s": step,
-        "since": (end - span).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "until": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "buckets": rows.height,
-        "series": _iso(series).to_dicts() if series.height else [],
-    }
+    return key_series(svc.data_dir, "device", {"ip": ip}, end, horizon, sites)

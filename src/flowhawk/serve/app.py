@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -19,8 +20,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from flowhawk import __version__
-from flowhawk.config import parse_hostport
-from flowhawk.errors import FlowhawkError
+from flowhawk.config import Config, parse_hostport
+from flowhawk.errors import ConfigError, FlowhawkError
 from flowhawk.serve import api_admin, api_events, api_hosts
 
 if TYPE_CHECKING:
@@ -88,8 +89,19 @@ class _Server(uvicorn.Server):
                 self._captured_signals.clear()
 
 
+def check_tls(cfg: Config) -> None:
+    """HTTPS settings name readable files, both or neither."""
+    s = cfg.serve
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise ConfigError("[serve] tls_cert and tls_key go together (HTTPS needs both)")
+    for name, path in (("tls_cert", s.tls_cert), ("tls_key", s.tls_key)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"[serve] {name}: {path} is not a readable file")
+
+
 def run(service: Service, on_ready: Any = None) -> None:
     """Serve until SIGINT/SIGTERM; ``on_ready(host, port)`` once listening."""
+    check_tls(service.cfg)
     s = service.cfg.serve
     host, port = parse_hostport(s.listen)
     config = uvicorn.Config(

@@ -28,23 +28,31 @@ between threads.
 
 from __future__ import annotations
 
-import base64
 import fcntl
-import hashlib
 import hmac
 import os
-import re
 import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from flowhawk.errors import AuthError, StateError
+from flowhawk.serve.auth_records import (
+    DECOY,
+    NAME_RE,
+    TOKEN_RE,
+    AuthDoc,
+    TokenRecord,
+    UserRecord,
+    digest,
+    hash_password,
+    now_utc,
+    verify_password,
+)
 from flowhawk.serve.principal import ROLES, Principal, Role
 
 AUTH_FILE = "auth.json"
@@ -54,105 +62,10 @@ MAX_LABEL = 200
 KINDS = ("api", "session")
 INITIAL_ADMIN = "admin"
 INITIAL_TOKEN_LABEL = "initial admin token"
-# OWASP's scrypt setting of equal strength to N=2^17, r=8, p=1 with a quarter of the
-# memory (32 MiB); about 0.3 s per hash on one core.
-SCRYPT = {"n": 2**15, "r": 8, "p": 3}
-
-_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
-_TOKEN = re.compile(r"fh_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
-_TOKEN_ID = re.compile(r"[0-9a-f]{8}")
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PasswordHash(_Record):
-    scheme: Literal["scrypt"] = "scrypt"
-    n: int = Field(ge=2**10, le=2**20)
-    r: int = Field(ge=1, le=32)
-    p: int = Field(ge=1, le=16)
-    salt: str
-    hash: str
-
-
-class UserRecord(_Record):
-    role: Role
-    sites: list[str] = []
-    password: PasswordHash | None = None
-    created: AwareDatetime
-    disabled: bool = False
-
-
-class TokenRecord(_Record):
-    user: str
-    label: str = ""
-    kind: Literal["api", "session"] = "api"
-    created: AwareDatetime
-    expires: AwareDatetime | None = None
-    revoked: bool = False
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-    def active(self, now: datetime) -> bool:
-        return not self.revoked and (self.expires is None or self.expires > now)
-
-
-class AuthDoc(_Record):
-    version: Literal[1] = 1
-    users: dict[str, UserRecord] = {}
-    tokens: dict[str, TokenRecord] = {}
-
-    @model_validator(mode="after")
-    def _consistent(self) -> AuthDoc:
-        for name in self.users:
-            if not _NAME.fullmatch(name):
-                raise ValueError(f"user name {name!r} is not valid")
-        for tid, tok in self.tokens.items():
-            if not _TOKEN_ID.fullmatch(tid):
-                raise ValueError(f"token id {tid!r} is not 8 lowercase hex characters")
-            if tok.user not in self.users:
-                raise ValueError(f"token {tid} belongs to unknown user {tok.user!r}")
-        return self
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
-
-
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    need = 128 * r * (n + p + 2)
-    return hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=need + 2**20, dklen=32
-    )
-
-
-def hash_password(password: str) -> PasswordHash:
-    """A new scrypt hash of ``password`` with a random salt and the current parameters."""
-    salt = os.urandom(16)
-    return PasswordHash(salt=_b64(salt), hash=_b64(_scrypt(password, salt, **SCRYPT)), **SCRYPT)
-
-
-def verify_password(password: str, stored: PasswordHash) -> bool:
-    """Whether ``password`` matches ``stored`` (constant-time comparison)."""
-    computed = _scrypt(password, base64.b64decode(stored.salt), stored.n, stored.r, stored.p)
-    return hmac.compare_digest(computed, base64.b64decode(stored.hash))
-
-
-# Checked when the user is unknown or has no password, so that answer takes as long as a
-# wrong password (the outcome is a refusal either way).
-_DECOY = PasswordHash(salt=_b64(bytes(16)), hash=_b64(bytes(32)), **SCRYPT)
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise AuthError(
             f"user name {name!r} is not valid: 1-64 letters, digits and . _ @ - characters"
         )
@@ -250,7 +163,7 @@ class AuthStore:
                 os.close(fd)  # releases the flock
 
     def _write(self, doc: AuthDoc) -> None:
-        now = _now()
+        now = now_utc()
         doc.tokens = {  # in creation order
             tid: tok for tid, tok in doc.tokens.items() if tok.kind != "session" or tok.active(now)
         }
@@ -292,7 +205,7 @@ class AuthStore:
             if name in doc.users:
                 raise AuthError(f"user {name!r} already exists")
             doc.users[name] = UserRecord(
-                role=role, sites=clean, password=hashed, created=_now().replace(microsecond=0)
+                role=role, sites=clean, password=hashed, created=now_utc().replace(microsecond=0)
             )
 
     def update_user(
@@ -331,12 +244,12 @@ class AuthStore:
 
     def get_user(self, name: str) -> dict | None:
         doc = self._current()
-        return self._user_dict(doc, name, _now()) if name in doc.users else None
+        return self._user_dict(doc, name, now_utc()) if name in doc.users else None
 
     def list_users(self) -> list[dict]:
         """Every user: name, role, sites, password (set or not), created, disabled, and the
         numbers of its active api tokens and sessions. No hashes."""
-        doc, now = self._current(), _now()
+        doc, now = self._current(), now_utc()
         return [self._user_dict(doc, name, now) for name in sorted(doc.users)]
 
     @staticmethod
@@ -368,7 +281,7 @@ class AuthStore:
             if doc.users:
                 return None
             doc.users[INITIAL_ADMIN] = UserRecord(
-                role="admin", created=_now().replace(microsecond=0)
+                role="admin", created=now_utc().replace(microsecond=0)
             )
             return self._new_token(doc, INITIAL_ADMIN, INITIAL_TOKEN_LABEL, None, "api")
 
@@ -386,7 +299,7 @@ class AuthStore:
         if expires is not None:
             if expires.tzinfo is None:
                 expires = expires.replace(tzinfo=UTC)
-            if expires <= _now():
+            if expires <= now_utc():
                 raise AuthError(f"the expiry {expires.isoformat()} is not in the future")
         with self._writing() as doc:
             if self._user(doc, user).disabled:
@@ -403,16 +316,16 @@ class AuthStore:
             user=user,
             label=label,
             kind=kind,
-            created=_now().replace(microsecond=0),
+            created=now_utc().replace(microsecond=0),
             expires=expires,
-            sha256=_digest(text),
+            sha256=digest(text),
         )
         return text
 
     def list_tokens(self, user: str | None = None) -> list[dict]:
         """Tokens (of ``user``, or all) in creation order: id, user, label, kind, created,
         expires, revoked, expired. No hashes."""
-        doc, now = self._current(), _now()
+        doc, now = self._current(), now_utc()
         out = []
         for tid, tok in doc.tokens.items():
             if user is not None and tok.user != user:
@@ -431,14 +344,14 @@ class AuthStore:
     def authenticate(self, token: str) -> Principal | None:
         """The principal a token acts as, or None when the token is malformed, unknown,
         revoked, expired or its user is disabled."""
-        m = _TOKEN.fullmatch(token) if isinstance(token, str) else None
+        m = TOKEN_RE.fullmatch(token) if isinstance(token, str) else None
         if m is None:
             return None
-        tid, digest = m.group(1), _digest(token)
+        tid, wanted = m.group(1), digest(token)
         doc = self._current()
         tok = doc.tokens.get(tid)
-        matches = hmac.compare_digest(tok.sha256 if tok else "0" * 64, digest)
-        if tok is None or not matches or not tok.active(_now()):
+        matches = hmac.compare_digest(tok.sha256 if tok else "0" * 64, wanted)
+        if tok is None or not matches or not tok.active(now_utc()):
             return None
         user = doc.users.get(tok.user)
         if user is None or user.disabled:
@@ -461,11 +374,11 @@ class AuthStore:
             raise AuthError(f"a session lasts a positive time, not {ttl} s")
         rec = self._current().users.get(user) if isinstance(user, str) else None
         stored = rec.password if rec is not None and not rec.disabled else None
-        matches = isinstance(password, str) and verify_password(password, stored or _DECOY)
+        matches = isinstance(password, str) and verify_password(password, stored or DECOY)
         if stored is None or not matches:
             return None
         try:
-            return self.add_token(user, "sign-in", _now() + timedelta(seconds=ttl), "session")
+            return self.add_token(user, "sign-in", now_utc() + timedelta(seconds=ttl), "session")
         except AuthError:  # disabled or removed meanwhile
             return None
 
