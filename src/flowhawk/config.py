@@ -512,5 +512,5 @@ _DURATION_KEYS = {
     "collect": {"batch_interval", "rollover", "checkpoint"},
     "behavior": {"bucket", "lateness", "retention"},
     "serve": {"session_ttl", "events_retention"},
-    "intel": {"half_life", "max_age", "fetch_timeout"},
+    "intel": {"half_life", "max_age", "fetch_timeout", "refresh"},
 }

@@ -95,6 +95,12 @@ class DetectionEngine:
         self.flows_scored = 0
         self.log_rows = 0
 
+    def set_intel(self, intel: IntelSet | None) -> None:
+        """Detect with another version of the intelligence from the next batch on (the
+        detectors share one context)."""
+        for det in self.detectors:
+            det.context.intel = intel
+
     @property
     def learning_until(self) -> datetime | None:
         return self.meta.learning_end()

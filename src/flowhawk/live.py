@@ -39,6 +39,7 @@ from flowhawk.context.attach import EventContext
 from flowhawk.detectors.base import empty_alarms
 from flowhawk.engine import DetectionEngine
 from flowhawk.events import build_events, with_window
+from flowhawk.intel import IntelSet
 from flowhawk.sinks.base import SinkPaths
 from flowhawk.sinks.store import EventStore
 from flowhawk.state import StateStore
@@ -119,6 +120,12 @@ class LiveDetection:
             self._guarded(self._finish)
             self._guarded(self.engine.checkpoint, {"run": self.logs.run_id, "live": True})
         self.context.close()
+
+    def set_intel(self, intel: IntelSet | None) -> None:
+        """Detect with a new intelligence version from the next batch on."""
+        with self._lock:
+            self.intel = intel
+            self.engine.set_intel(intel)
 
     @property
     def pending(self) -> int:

@@ -146,3 +146,45 @@ def test_demo_mode_shows_live_events_within_a_minute(tmp_path):
         assert found[0]["src_ip"] == "10.10.1.23" and found[0]["site"] == "hq"
     finally:
         assert served.stop() == 0, served.output()
+
+
+def test_intel_feeds_reload_on_schedule_and_intel_option(tmp_path):
+    """[intel] refresh reloads changed feeds while serving; --intel adds feeds ad hoc."""
+    feed = tmp_path / "feed.txt"
+    feed.write_text("198.51.100.7\n")
+    extra = tmp_path / "extra.txt"
+    extra.write_text("203.0.113.99\n")
+    config = {
+        "collect": {"listen": ["127.0.0.1:0"]},
+        "serve": {"listen": "127.0.0.1:0"},
+        "intel": {"refresh": "1s", "feeds": [{"source": str(feed), "name": "mine"}]},
+    }
+    served = Served(config, tmp_path / "data", ["--intel", str(extra)]).start()
+    try:
+        api = served.client()
+        first = api.get("/api/v1/intel").json()
+        assert {f["name"] for f in first["feeds"]} == {"mine", "extra"}
+        look = api.get("/api/v1/intel/lookup", params={"value": "203.0.113.99"}).json()
+        assert look["listed"] is True
+        assert api.get("/api/v1/intel/lookup", params={"value": "192.0.2.44"}).json() == {
+            "value": "192.0.2.44",
+            "kind": "ip",
+            "listed": False,
+        }
+        feed.write_text("198.51.100.7\n192.0.2.44\n")
+        wait_until(
+            lambda: api.get("/api/v1/intel/lookup", params={"value": "192.0.2.44"}).json()[
+                "listed"
+            ],
+            20,
+            "the changed feed to be reloaded",
+        )
+        now = api.get("/api/v1/intel").json()
+        assert now["version"] != first["version"] and now["indicators"] == 3
+        assert (
+            f'flowhawk_intel_indicators{{version="{now["version"]}"}} 3.0'
+            in api.get("/api/v1/metrics").text
+        )
+    finally:
+        assert served.stop() == 0, served.output()
+    assert (served.data / "intel" / "current").exists()

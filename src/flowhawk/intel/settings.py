@@ -72,6 +72,12 @@ class IntelSettings(Strict):
     half_life: Duration = Field(30 * DAY, gt=0, description="Default evidence half-life.")
     max_age: Duration | None = Field(None, description="Default maximum evidence age.")
     fetch_timeout: Duration = Field(60.0, gt=0, description="Timeout of one feed download.")
+    refresh: Duration | None = Field(
+        3600.0,
+        gt=0,
+        description="How often `flowhawk serve` reloads the feeds (files and URLs) and "
+        "detects with the new version; none: only at start.",
+    )
     max_download_bytes: int = Field(512 * 1024 * 1024, gt=0, description="Largest download.")
     allow: list[str] = Field(
         default_factory=list,

@@ -84,6 +84,8 @@ class Service:
         self.registry.register(_ServiceGauges(self))
         self._intel: IntelSet | bool | None = False
         self._extra_intel = list(intel)
+        self.intel_failures = 0
+        self.intel_checked: datetime | None = None
         self._pdns: Any = False
         self._stop = threading.Event()
         self._retention: threading.Thread | None = None
@@ -100,6 +102,8 @@ class Service:
             target=self._retention_loop, name="flowhawk-retention", daemon=True
         )
         self._retention.start()
+        if (self.cfg.intel.feeds or self._extra_intel) and self.cfg.intel.refresh:
+            threading.Thread(target=self._intel_loop, name="flowhawk-intel", daemon=True).start()
 
     def stop(self, flush_timeout: float = 5.0) -> None:
         """Stop collecting, detect and publish what is queued, checkpoint, flush outputs."""
@@ -197,6 +201,31 @@ class Service:
             text += generate_latest(self.collector.metrics.registry)
         return text
 
+    # -- intelligence ------------------------------------------------------------------
+
+    def _intel_loop(self) -> None:
+        while not self._stop.wait(self.cfg.intel.refresh or 3600.0):
+            try:
+                self.refresh_intel()
+            except Exception:
+                self.intel_failures += 1
+                log.exception("reloading the intelligence feeds failed (kept the loaded set)")
+
+    def refresh_intel(self) -> bool:
+        """Reload the feeds; detect with (and snapshot) the new set when its version changed."""
+        new = intelstore.for_run(self.cfg, self.data_dir, self._extra_intel)
+        old = self.intel()
+        self.intel_checked = datetime.now(UTC)
+        if new is None or (old is not None and new.version == old.version):
+            return False
+        intelstore.save_current(new, self.data_dir)
+        if self.collector is not None and self.collector.detection is not None:
+            self.collector.detection.set_intel(new)
+        else:
+            self._intel = new
+        log.warning("threat intelligence %s loaded: %d indicators", new.version, len(new))
+        return True
+
     # -- retention ---------------------------------------------------------------------
 
     def _retention_loop(self) -> None:
@@ -262,6 +291,20 @@ class _ServiceGauges:
                 c = GaugeMetricFamily(f"flowhawk_detection_{name}", f"Detection {name} so far.")
                 c.add_metric([], value)
                 yield c
+        intel = svc.intel()
+        ind = GaugeMetricFamily(
+            "flowhawk_intel_indicators",
+            "Indicators of the intelligence set in use.",
+            labels=["version"],
+        )
+        if intel is not None:
+            ind.add_metric([intel.version], len(intel))
+        yield ind
+        fails = CounterMetricFamily(
+            "flowhawk_intel_refresh_failures", "Feed reloads that failed (the set in use stays)."
+        )
+        fails.add_metric([], svc.intel_failures)
+        yield fails
         size = GaugeMetricFamily(
             "flowhawk_state_bytes",
             "Bytes on disk per store of the data directory.",
