@@ -284,8 +284,24 @@ class CollectSettings(Strict):
         default="127.0.0.1:9754",
         description="HOST:PORT serving Prometheus metrics at /metrics; empty to disable.",
     )
+    dns_logs: list[Path] = Field(
+        default=[],
+        description="Zeek dns.log files (TSV or JSON lines) followed while collecting, like "
+        "'tail -F' (rotation and truncation followed, a missing file waited for): their DNS "
+        "goes to DATA/dns, passive DNS and live detection (N4, N5).",
+    )
 
     _l = field_validator("listen")(_check_listen)
+
+    @field_validator("dns_logs")
+    @classmethod
+    def _dns_logs(cls, v: list[Path]) -> list[Path]:
+        for i, path in enumerate(v):
+            if str(path) in ("", "."):
+                raise ValueError("an entry is empty: give the path of a Zeek dns.log")
+            if path in v[:i]:
+                raise ValueError(f"{str(path)!r} is listed twice")
+        return v
 
 
 class ServeSettings(Strict):
@@ -472,6 +488,7 @@ def _relative_to(cfg: Config, base: Path) -> Config:
         if "://" not in feed.source and not Path(feed.source).is_absolute():
             feed.source = str(base / feed.source)
     cfg.context.geoip = [p if p.is_absolute() else base / p for p in cfg.context.geoip]
+    cfg.collect.dns_logs = [p if p.is_absolute() else base / p for p in cfg.collect.dns_logs]
     return cfg
 
 

@@ -16,6 +16,11 @@ run), publishes and checkpoints the engine with the rest of the state (also done
 Errors in detection are logged and counted, never lost silently: the flows are in the
 archive and can be analyzed again. A ``listener`` (the service's publisher) is told of
 every event after it is stored.
+
+A batch may carry DNS transactions (the collector's followed dns.logs) beside its
+flows, or instead of them: they reach the DNS detectors (N4, N5) sorted by ``ts``, as
+``analyze`` replays them, and grow the passive DNS that detectors and event context
+read (in memory; the collector saves what it read to ``DATA/pdns``).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class LiveTotals:
 
     batches: int = 0
     flows: int = 0
+    dns: int = 0  # DNS transactions
     alarms: int = 0
     events_published: int = 0
     errors: int = 0
@@ -90,7 +96,7 @@ class LiveDetection:
         self.window = timedelta(seconds=cfg.events.window)
         self.totals = LiveTotals()
         self._open = empty_alarms()  # alarms of windows that can still change
-        self._queue: queue.Queue[pa.Table | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[pa.Table, pa.Table | None] | None] = queue.Queue()
         self._lock = threading.Lock()  # the engine: its thread, or checkpoint()
         self._thread: threading.Thread | None = None
 
@@ -100,10 +106,10 @@ class LiveDetection:
         self._thread = threading.Thread(target=self._run, name="flowhawk-detect", daemon=True)
         self._thread.start()
 
-    def submit(self, flows: pa.Table) -> None:
-        """Queue canonical flows (one rollover) for detection."""
-        if flows.num_rows:
-            self._queue.put(flows)
+    def submit(self, flows: pa.Table, dns: pa.Table | None = None) -> None:
+        """Queue canonical flows (one rollover) and DNS transactions for detection."""
+        if flows.num_rows or (dns is not None and dns.num_rows):
+            self._queue.put((flows, dns))
 
     def stop(self) -> None:
         """Detect on everything queued, close open buckets, publish, checkpoint."""
@@ -115,7 +121,7 @@ class LiveDetection:
             while not self._queue.empty():
                 item = self._queue.get()
                 if item is not None:
-                    self._guarded(self.process, item)
+                    self._guarded(self.process, *item)
         with self._lock:
             self._guarded(self._finish)
             self._guarded(self.engine.checkpoint, {"run": self.logs.run_id, "live": True})
@@ -137,7 +143,7 @@ class LiveDetection:
         last = time.monotonic()
         while (item := self._queue.get()) is not None:
             with self._lock:
-                self._guarded(self.process, item)
+                self._guarded(self.process, *item)
                 if time.monotonic() - last >= self.cfg.collect.checkpoint:
                     self._guarded(self.engine.checkpoint)
                     last = time.monotonic()
@@ -149,13 +155,22 @@ class LiveDetection:
             self.totals.errors += 1
             log.exception("live detection failed on a batch (its flows are archived)")
 
-    def process(self, flows: pa.Table) -> None:
-        """Detect on one batch and publish the events it changed."""
+    def process(self, flows: pa.Table, dns: pa.Table | None = None) -> None:
+        """Detect on one batch (flows, DNS transactions) and publish the events it changed."""
         df = pl.from_arrow(flows)
         assert isinstance(df, pl.DataFrame)
         df = df.sort("ts_start", maintain_order=True)
+        dns_df = None
+        if dns is not None and dns.num_rows:
+            dns_df = pl.from_arrow(dns)
+            assert isinstance(dns_df, pl.DataFrame)
+            dns_df = dns_df.sort("ts", maintain_order=True)
+            pdns = self.context.passive_dns()
+            if pdns is not None:
+                pdns.update(dns_df)
+            self.totals.dns += dns_df.height
         late = self.engine.buffer.late
-        alarms = self.engine.process(df)
+        alarms = self.engine.process(df, dns_df)
         self.totals.batches += 1
         self.totals.flows += df.height
         newest = df.get_column("ts_end").max()

@@ -10,7 +10,11 @@ their reverse direction) are written to the Parquet archive, atomically. Every
 after a restart decodes without waiting for the next template. With ``[collect]
 detect`` (the default) every rollover's flows also go to live detection
 (:class:`flowhawk.live.LiveDetection`, its own thread), which publishes events to the
-data directory's event store as ``analyze`` would.
+data directory's event store as ``analyze`` would. Zeek dns.logs named in ``[collect]
+dns_logs`` are followed (:mod:`flowhawk.collect.dnsfollow`): every rollover their new
+lines go to the DNS archive (``DATA/dns``) and to live detection with that rollover's
+flows (also when there are no flows); the follower's positions are saved after each
+rollover that read DNS and at every checkpoint, with the passive DNS they added.
 
 The component owns its threads: the receiver's, and (with :meth:`run_in_thread`) a
 processing thread; :meth:`step` can also be driven by hand (tests).
@@ -35,12 +39,16 @@ import pyarrow.compute as pc
 
 from flowhawk.archive import ArchiveWriter
 from flowhawk.collect.decode.dispatch import ExportDecoder, protocol_of
+from flowhawk.collect.dnsfollow import DnsFollower
 from flowhawk.collect.inventory import Inventory
 from flowhawk.collect.metrics import CollectorMetrics
 from flowhawk.collect.receiver import Receiver
 from flowhawk.config import Config
 from flowhawk.diagnostics import Diagnostics
+from flowhawk.dns import passive
+from flowhawk.dns.store import DnsWriter, dns_root
 from flowhawk.normalize import Normalizer
+from flowhawk.schema import FLOW_SCHEMA
 
 if TYPE_CHECKING:
     from flowhawk.live import LiveDetection
@@ -61,6 +69,8 @@ class CollectorTotals:
     files: int = 0
     decode_errors: Counter = field(default_factory=Counter)
     kernel_drops: int = 0
+    dns_records: int = 0  # DNS transactions read from the followed dns.logs
+    dns_bad: int = 0  # their lines that could not be used
 
 
 class Collector:
@@ -85,6 +95,14 @@ class Collector:
             "collect-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         )
         self.archive = ArchiveWriter(data_dir / "flows", run_id, cfg.archive.compression)
+        self.dns: DnsFollower | None = None  # the followed Zeek dns.logs
+        self.dns_archive = DnsWriter(dns_root(data_dir), run_id, cfg.archive.compression)
+        self._pdns: list[pl.DataFrame] = []  # passive DNS read since the last checkpoint
+        if s.dns_logs:
+            self.dns = DnsFollower.open(s.dns_logs, data_dir, self.diagnostics)
+            pdns_file = data_dir / passive.PDNS_FILE
+            if cfg.context.passive_dns and not pdns_file.exists():
+                passive.PassiveDns().save(pdns_file)  # live detection then grows it in memory
         self.detection: LiveDetection | None = None
         if s.detect:
             from flowhawk.live import LiveDetection
@@ -137,6 +155,8 @@ class Collector:
             self._ready.append(flows)
         self.rollover()
         self.checkpoint()
+        if self.dns is not None:
+            self.dns.close()
         if self.detection is not None:
             self.detection.stop()
         self.metrics.close()
@@ -225,13 +245,16 @@ class Collector:
         self._last_rollover = time.monotonic()
         ready = [t for t in self._ready if t.num_rows]
         self._ready = []
+        dns = self._follow_dns()
         if not ready:
+            if dns is not None and self.detection is not None:
+                self.detection.submit(FLOW_SCHEMA.empty_table(), dns)
             return
         table = pa.concat_tables(ready)
         files_before = sum(len(v) for v in self.archive.files.values())
         self.archive.write(table)
         if self.detection is not None:
-            self.detection.submit(table)
+            self.detection.submit(table, dns)
         files = sum(len(v) for v in self.archive.files.values()) - files_before
         self.archive.files.clear()  # a long-running writer must not remember every file
         self.totals.flows_archived += table.num_rows
@@ -239,9 +262,47 @@ class Collector:
         self.metrics.archived.inc(table.num_rows)
         self.metrics.files.inc(files)
 
+    def _follow_dns(self) -> pa.Table | None:
+        """New DNS of the followed dns.logs, archived (None: nothing new); never raises."""
+        if self.dns is None:
+            return None
+        try:
+            table = self.dns.poll()
+        except Exception:  # following DNS must not stop collection
+            log.exception("following the dns.logs failed; retrying at the next rollover")
+            return None
+        t = self.dns.totals
+        for outcome, now, before in (
+            ("read", t.read, self.totals.dns_records),
+            ("bad", t.bad, self.totals.dns_bad),
+        ):
+            if now > before:
+                self.metrics.dns_records.labels(outcome).inc(now - before)
+        self.totals.dns_records, self.totals.dns_bad = t.read, t.bad
+        if table is None:
+            return None
+        try:
+            self.dns_archive.write(table)
+            self.dns_archive.files.clear()
+            if self.cfg.context.passive_dns:
+                self._pdns.append(passive.build(table))
+            self.dns.save(self.data_dir)  # archived: read on from here after a restart
+        except OSError:
+            log.exception("archiving DNS from the dns.logs failed")
+        return table
+
     def checkpoint(self) -> None:
         self._last_checkpoint = time.monotonic()
         self.inventory.save(self.data_dir)
+        if self.dns is not None:
+            try:
+                if self._pdns:
+                    pdns = passive.PassiveDns(passive.merge(*self._pdns))
+                    pdns.save(self.data_dir / passive.PDNS_FILE)
+                    self._pdns = []
+                self.dns.save(self.data_dir)
+            except OSError:
+                log.exception("saving passive DNS or the dns.log positions failed")
 
     def _count_kernel_drops(self) -> None:
         drops = self.receiver.read_kernel_drops()

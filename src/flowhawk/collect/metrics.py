@@ -76,6 +76,13 @@ class CollectorMetrics:
         self.exporters = Gauge(
             "flowhawk_collector_exporters", "Exporters seen since the start.", registry=r
         )
+        self.dns_records = Counter(
+            "flowhawk_collector_dns_records",
+            "Records of the followed Zeek dns.logs ([collect] dns_logs), by outcome (read: "
+            "DNS transactions parsed; bad: lines that could not be used).",
+            ["outcome"],
+            registry=r,
+        )
         self._server = None
 
     def text(self) -> bytes:

@@ -11,6 +11,12 @@ Both follow Zeek's field names (``ts``, ``uid``, ``id.orig_h`` ... ``answers``,
 * JSON: :func:`flowhawk.sources.jsonlines.read_json_block`; ``ts`` as epoch seconds
   or ISO 8601 text; records whose ``_path`` is not ``dns`` are counted as ignored.
 
+Both also parse a log a block of lines at a time, as it grows (the collector's
+:mod:`flowhawk.collect.dnsfollow`): :class:`TsvState` keeps the header in force
+between blocks (:meth:`TsvState.lines`; :meth:`TsvState.to_json` /
+:meth:`TsvState.from_json` carry it over a restart) and :func:`parse_json` reads one
+block of JSON lines.
+
 Zeek does not log answer types: ``answer_types`` is inferred from the text (an IPv4
 address is ``A``, an IPv6 address ``AAAA``, anything else null), which is what
 passive DNS needs. Message sizes are unknown (null). A file whose header or first
@@ -22,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -73,7 +80,7 @@ def is_tsv(head: bytes) -> bool:
 def read_tsv(path: Path, diag: Diagnostics) -> Iterator[pa.Table]:
     """Yield DNS tables of a Zeek dns.log in TSV."""
     name = str(path)
-    state = _TsvState(name, diag)
+    state = TsvState(name, diag)
     with flowtext.open_input(path, name) as fh:
         for chunk in flowtext.iter_chunks(fh, name, diag):
             state.chunks += 1
@@ -84,7 +91,9 @@ def read_tsv(path: Path, diag: Diagnostics) -> Iterator[pa.Table]:
         raise InputError(name, "is empty: no Zeek '#fields' header or records")
 
 
-class _TsvState:
+class TsvState:
+    """The header in force while a TSV dns.log is read, and the records read so far."""
+
     def __init__(self, name: str, diag: Diagnostics):
         self.name, self.diag = name, diag
         self.separator, self.set_separator = "\t", ","
@@ -93,6 +102,38 @@ class _TsvState:
         self.layout: flowtext.CsvLayout | None = None
         self.records = 0
         self.chunks = 0
+
+    def lines(self, data: bytes, first_line: int) -> pa.Table | None:
+        """DNS rows of whole lines ``data`` (ending with a newline), the first being line
+        ``first_line``; header lines among them change the state for what follows."""
+        return self.chunk(flowtext.TextChunk(data, len(data), first_line, 0))
+
+    def to_json(self) -> dict[str, object]:
+        """The header in force and the record count, JSON-serializable."""
+        return {
+            "separator": self.separator,
+            "set_separator": self.set_separator,
+            "unset": self.unset,
+            "empty": self.empty,
+            "path": self.path,
+            "fields": None if self.layout is None else list(self.layout.names),
+            "records": self.records,
+        }
+
+    @classmethod
+    def from_json(cls, name: str, diag: Diagnostics, doc: dict[str, Any]) -> TsvState:
+        """The state :meth:`to_json` saved."""
+        state = cls(name, diag)
+        state.separator, state.set_separator = str(doc["separator"]), str(doc["set_separator"])
+        state.unset, state.empty = str(doc["unset"]), str(doc["empty"])
+        state.path = None if doc["path"] is None else str(doc["path"])
+        state.records = int(doc["records"])
+        fields = doc["fields"]
+        if fields is not None:
+            names = [str(f) for f in fields]
+            types = {f: t for f, t in FIELD_TYPES.items() if f in names}
+            state.layout = flowtext.CsvLayout(names, types, state.separator, [state.unset])
+        return state
 
     def chunk(self, chunk: flowtext.TextChunk) -> pa.Table | None:
         raw, line, pos = chunk.raw, chunk.first_line, 0
@@ -177,41 +218,70 @@ def read_json(path: Path, diag: Diagnostics) -> Iterator[pa.Table]:
     if not head.strip():
         raise InputError(name, "is empty: no Zeek JSON records")
     first = jsonlines.first_object(head)
-    if first is None or not all(f in first for f in ("ts", "id.orig_h", "query")):
+    if not is_dns_json(first):
         raise InputError(
             name, "is not a Zeek dns log in JSON: the first line lacks ts, id.orig_h or query"
         )
-    types = dict(FIELD_TYPES)
-    types.update({f: pa.bool_() for f in _FLAGS})
-    types.update(answers=pa.list_(pa.string()), TTLs=pa.list_(pa.float64()), _path=pa.string())
-    if isinstance(first.get("ts"), str):
-        types["ts"] = pa.string()
-    parse_schema = pa.schema(list(types.items()))
-
-    def other_log(obj: object) -> str | None:
-        if isinstance(obj, dict) and obj.get("_path") not in (None, "dns"):
-            return f"Zeek {obj.get('_path')} records"
-        return None
-
+    assert first is not None
+    ts_text = isinstance(first.get("ts"), str)
     records = 0
     with flowtext.open_input(path, name) as fh:
         for chunk in flowtext.iter_chunks(fh, name, diag):
-            block = jsonlines.read_json_block(
-                chunk.data, chunk.first_line, records, parse_schema, name, diag, other_log
-            )
-            records += block.n_records
-            frame = pl.from_arrow(block.table)
-            assert isinstance(frame, pl.DataFrame)
-            other = frame.get_column("_path").is_not_null() & (frame.get_column("_path") != "dns")
-            if other.any():
-                for path_name, n in frame.filter(other).group_by("_path").len().iter_rows():
-                    diag.ignore(name, f"Zeek {path_name} records", n)
-                frame, lines = frame.filter(~other), block.lines[~other.to_numpy()]
-            else:
-                lines = block.lines
-            table = to_dns(frame, lines, name, diag)
+            table, n = parse_json(chunk.data, chunk.first_line, records, name, diag, ts_text)
+            records += n
             if table.num_rows:
                 yield table
+
+
+def is_dns_json(first: dict | None) -> bool:
+    """Whether a JSON log's first record (:func:`jsonlines.first_object`) is a dns.log's."""
+    return first is not None and all(f in first for f in ("ts", "id.orig_h", "query"))
+
+
+def _json_schema(ts_text: bool) -> pa.Schema:
+    types = dict(FIELD_TYPES)
+    types.update({f: pa.bool_() for f in _FLAGS})
+    types.update(answers=pa.list_(pa.string()), TTLs=pa.list_(pa.float64()), _path=pa.string())
+    if ts_text:
+        types["ts"] = pa.string()
+    return pa.schema(list(types.items()))
+
+
+def _other_log(obj: object) -> str | None:
+    if isinstance(obj, dict) and obj.get("_path") not in (None, "dns"):
+        return f"Zeek {obj.get('_path')} records"
+    return None
+
+
+def parse_json(
+    data: bytes,
+    first_line: int,
+    first_record: int,
+    name: str,
+    diag: Diagnostics,
+    ts_text: bool | None = None,
+) -> tuple[pa.Table, int]:
+    """DNS rows of whole JSON lines ``data`` and how many records (non-blank lines) it held.
+
+    ``ts_text``: whether ``ts`` is ISO 8601 text rather than epoch seconds; None decides
+    from the block's first record.
+    """
+    if ts_text is None:
+        first = jsonlines.first_object(data)
+        ts_text = first is not None and isinstance(first.get("ts"), str)
+    block = jsonlines.read_json_block(
+        data, first_line, first_record, _json_schema(ts_text), name, diag, _other_log
+    )
+    frame = pl.from_arrow(block.table)
+    assert isinstance(frame, pl.DataFrame)
+    other = frame.get_column("_path").is_not_null() & (frame.get_column("_path") != "dns")
+    if other.any():
+        for path_name, n in frame.filter(other).group_by("_path").len().iter_rows():
+            diag.ignore(name, f"Zeek {path_name} records", n)
+        frame, lines = frame.filter(~other), block.lines[~other.to_numpy()]
+    else:
+        lines = block.lines
+    return to_dns(frame, lines, name, diag), block.n_records
 
 
 def to_dns(frame: pl.DataFrame, lines: np.ndarray, input_name: str, diag: Diagnostics) -> pa.Table:
