@@ -2,14 +2,15 @@
 # Installs what flowhawk and its tests need, idempotently: the Debian programs used
 # as peers and helpers (nfdump for nfdump files and as a collector/capture peer,
 # softflowd and pmacct as real exporters, tcpdump for live capture, tshark/capinfos as
-# test oracles, rsyslog as the receiver the syslog outputs are tested against), a
+# test oracles, rsyslog as the receiver the syslog outputs are tested against, chromium
+# for the web UI's browser tests, driven by Playwright without a browser download), a
 # virtual environment in .venv, and flowhawk itself in editable mode with its
 # development extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-APT_PACKAGES=(nfdump softflowd tcpdump pmacct tshark rsyslog rsyslog-gnutls openssl)
+APT_PACKAGES=(nfdump softflowd tcpdump pmacct tshark rsyslog rsyslog-gnutls openssl chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

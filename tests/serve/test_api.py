@@ -149,11 +149,14 @@ def test_site_scope_isolates_everything(api):
     assert "10.2.0.9" not in csv_export and "10.1.0.5" in csv_export
     stats = api.get("/api/v1/events/stats", "ana").json()
     assert stats["totals"]["events"] == len(mine)
+    assert sum(b["events"] for b in stats["bands"]) == len(mine)
     hosts = {
         h["ip"] for h in api.get("/api/v1/hosts", "ana", params={"limit": 100}).json()["items"]
     }
     assert "10.1.0.5" in hosts and not any(h.startswith(("10.2.", "203.0.113.")) for h in hosts)
-    assert api.get("/api/v1/hosts/10.2.0.9", "ana").status_code == 404
+    other = api.get("/api/v1/hosts/10.2.0.9", "ana").json()  # as unknown as a random address
+    assert other["known"] is False and other["events"] == 0 and other["top_events"] == []
+    assert other["risk"] is None and other["behavior"]["series"] == []
     assert api.get("/api/v1/hosts/10.1.0.5", "ana").status_code == 200
     flows = api.get(
         "/api/v1/flows",
@@ -301,3 +304,9 @@ def test_event_behavior_series_and_band(api):
     band = [b for b in got["band"] if b["measure"] == "bytes_out"]
     assert band and band[0]["median"] == 1000 and band[0]["high"] < 100_000
     assert api.get(f"/api/v1/events/{api.ids['b'][0]}/behavior", "ana").status_code == 404
+
+
+def test_methods_list_names_and_weights(api):
+    methods = {m["method"]: m for m in api.get("/api/v1/methods", "vic").json()}
+    assert methods["M1"]["name"] == "new communication" and methods["N1"]["name"] == "beaconing"
+    assert all(0 <= m["weight"] <= 100 for m in methods.values())

@@ -35,6 +35,19 @@ def metrics(svc: Svc, who: Who) -> Response:
     return Response(svc.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+@router.get("/methods", tags=["operations"], summary="Detection methods: id, name, weight")
+def methods(svc: Svc, who: Who) -> list[dict[str, Any]]:
+    from flowhawk.detectors import DETECTORS
+    from flowhawk.events import method_weights
+
+    weights = method_weights(svc.cfg)
+    return [
+        {"method": m, "name": cls.title, "weight": weights.get(m), "learns": cls.learns,
+         "enabled": cls.Settings.model_validate(svc.cfg.detector_settings(m)).enabled}
+        for m, cls in DETECTORS
+    ]  # fmt: skip
+
+
 # -- sign-in -----------------------------------------------------------------------------
 
 

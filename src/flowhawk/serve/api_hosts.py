@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 
 from flowhawk.hosts import rank_hosts
 from flowhawk.netaddr import NetworkSet
-from flowhawk.serve.deps import Svc, Who, not_found
+from flowhawk.serve.deps import Svc, Who
 from flowhawk.serve.eventdb import EventFilter, frame
 from flowhawk.serve.series import key_series
 
@@ -58,7 +58,11 @@ def list_hosts(
     return {"total": hosts.height, "limit": limit, "offset": offset, "items": items}
 
 
-@router.get("/{ip}", summary="A host's risk, events, names and behavior over 1/7/30 days")
+@router.get(
+    "/{ip}",
+    summary="A host's risk, events, names and behavior over 1/7/30 days (known=false: "
+    "nothing about it in the caller's sites)",
+)
 def host_profile(
     svc: Svc,
     who: Who,
@@ -72,8 +76,6 @@ def host_profile(
     sites = who.scope(None)
     flt = EventFilter(sites=sites, host=ip)
     total, top = svc.db.list(flt, "-risk", 20, 0)
-    if total == 0 and not _seen_in_log(svc, ip, sites):
-        raise not_found(f"host {ip}")
     hosts = ranked(svc, sites)
     row = hosts.filter(pl.col("ip") == ip) if hosts.height else hosts
     risk = _iso(row).to_dicts()[0] if row.height else None
@@ -82,14 +84,17 @@ def host_profile(
         if row.height
         else None
     )
+    seen = behavior(svc, ip, sites, horizon)
+    known = total > 0 or seen["buckets"] > 0
     return {
         "ip": ip,
+        "known": known,
         "risk": risk,
         "rank": rank,
         "events": total,
         "top_events": top,
-        "names": _names(svc, ip),
-        "behavior": behavior(svc, ip, sites, horizon),
+        "names": _names(svc, ip) if known else [],
+        "behavior": seen,
     }
 
 
@@ -98,10 +103,6 @@ def _names(svc: Any, ip: str) -> list[str]:
     if pdns is None:
         return []
     return pdns.names_for(pl.Series([ip]), limit=10).to_list()[0] or []
-
-
-def _seen_in_log(svc: Any, ip: str, sites: list[str] | None) -> bool:
-    return behavior(svc, ip, sites, "1d")["buckets"] > 0
 
 
 def behavior(svc: Any, ip: str, sites: list[str] | None, horizon: str) -> dict[str, Any]:

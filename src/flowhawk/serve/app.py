@@ -4,7 +4,8 @@
 (routes under ``/api/v1``, OpenAPI at ``/api/v1/openapi.json``); with ``manage`` the
 app's lifespan starts and stops the service, so the HTTP server's graceful shutdown
 (SIGTERM/SIGINT) flushes and checkpoints everything. :func:`run` serves it with
-uvicorn, over TLS when ``[serve] tls_cert``/``tls_key`` are set.
+uvicorn, over TLS when ``[serve] tls_cert``/``tls_key`` are set. The web UI (built
+files in ``serve/ui/``) is served at ``/`` behind the API, with hash routing in the page.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from flowhawk import __version__
 from flowhawk.config import Config, parse_hostport
@@ -28,6 +33,14 @@ if TYPE_CHECKING:
     from flowhawk.serve.service import Service
 
 API = "/api/v1"
+#: The built web UI (ui/ at the repository root, built by scripts/build-ui.sh).
+UI_DIR = Path(__file__).parent / "ui"
+_UI_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def create_app(service: Service, manage: bool = True) -> FastAPI:
@@ -55,6 +68,8 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
     app.state.service = service
     for module in (api_events, api_hosts, api_admin):
         app.include_router(module.router, prefix=API)
+    if (UI_DIR / "index.html").is_file():  # after the API: "/" takes what is left
+        app.router.routes.append(_UiMount("/", _UiFiles(directory=UI_DIR, html=True), name="ui"))
 
     @app.exception_handler(FlowhawkError)
     async def _flowhawk_error(request: Request, exc: FlowhawkError) -> JSONResponse:
@@ -65,6 +80,29 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     return app
+
+
+class _UiFiles(StaticFiles):
+    """The web UI's files: content-hashed assets cached for good, the page revalidated."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        hashed = path.startswith("assets/") and response.status_code == 200
+        response.headers["Cache-Control"] = (
+            "public, max-age=31536000, immutable" if hashed else "no-cache"
+        )
+        response.headers.update(_UI_HEADERS)
+        return response
+
+
+class _UiMount(Mount):
+    """The UI at "/", never answering under /api/ (whose 404s and 405s stay the API's)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        path = scope.get("path", "")
+        if path == API or path.startswith(API + "/"):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 class _Server(uvicorn.Server):

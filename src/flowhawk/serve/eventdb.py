@@ -254,7 +254,8 @@ class EventDB:
         return {r[0]: (r[1], r[2]) for r in cur.fetchall()}
 
     def stats(self, flt: EventFilter, bucket_seconds: int) -> dict[str, Any]:
-        """Events over time by method and risk band, by direction, and the top hosts."""
+        """Events over time by method and risk band (``series``: an event counts once per
+        method), by risk band alone (``bands``: once per event), by direction; totals."""
         where, params = flt.sql()
         cur = self.cursor()
         series = _rows(
@@ -263,6 +264,14 @@ class EventDB:
             "CASE WHEN risk >= 80 THEN 'high' WHEN risk >= 50 THEN 'medium' ELSE 'low' END "
             "AS band, count(*) AS events FROM (SELECT *, unnest(methods) AS m FROM events "
             f"WHERE {where}) GROUP BY ALL ORDER BY t, method, band",
+            [bucket_seconds, *params],
+        )
+        bands = _rows(
+            cur,
+            "SELECT time_bucket(to_seconds(?::BIGINT), ts_start) AS t, "
+            "CASE WHEN risk >= 80 THEN 'high' WHEN risk >= 50 THEN 'medium' ELSE 'low' END "
+            f"AS band, count(*) AS events FROM events WHERE {where} GROUP BY ALL "
+            "ORDER BY t, band",
             [bucket_seconds, *params],
         )
         directions = _rows(
@@ -277,7 +286,7 @@ class EventDB:
             f"count(*) FILTER (WHERE status = 'new') AS new FROM events WHERE {where}",
             params,
         )[0]
-        return {"series": series, "directions": directions, "totals": totals}
+        return {"series": series, "bands": bands, "directions": directions, "totals": totals}
 
     # -- curating ----------------------------------------------------------------------
 
