@@ -76,3 +76,18 @@ def test_unreadable_or_foreign_state_is_a_clear_error(tmp_path):
     (tmp_path / "state" / "meta.json").write_text(json.dumps({"version": 99}))
     with pytest.raises(StateError, match="state version 99"):
         StateStore(tmp_path).load_meta()
+
+
+def test_a_save_cut_between_its_renames_is_recovered(tmp_path):
+    """A crash after `state` became `state.old` and before `state.new` became `state`
+    leaves no `state`: the next store puts the complete checkpoint back."""
+    from flowhawk.state import Meta, StateStore
+
+    store = StateStore(tmp_path)
+    store.save(Meta(learning_until="2024-01-01T00:00:00+00:00"), {})
+    (tmp_path / "state").rename(tmp_path / "state.old")  # the first rename happened
+    assert StateStore(tmp_path).load_meta().learning_until == "2024-01-01T00:00:00+00:00"
+    store = StateStore(tmp_path)
+    store.save(Meta(learning_until="2024-02-01T00:00:00+00:00"), {})
+    (tmp_path / "state").rename(tmp_path / "state.new")  # the new one was complete
+    assert StateStore(tmp_path).load_meta().learning_until == "2024-02-01T00:00:00+00:00"

@@ -102,3 +102,31 @@ def test_live_models_are_checkpointed_like_the_file_run(both):
         file_meta = StateStore(tmp / "file").load_tables(method)["model_meta"].to_pylist()
         live_meta = StateStore(tmp / "live").load_tables(method)["model_meta"].to_pylist()
         assert live_meta == file_meta and live_meta[0]["version"] >= 1
+
+
+def test_a_restart_keeps_the_alarms_of_open_windows(tmp_path):
+    """An alarm joining an event window after a restart rebuilds the stored event with
+    the alarms it had before the restart, not only the new ones."""
+    from flowhawk.live import LiveDetection
+    from tests.flowbuild import canonical
+
+    feed = tmp_path / "feed.txt"
+    feed.write_text("198.51.100.9\n")
+    cfg = config.from_dict(
+        {"learning": {"period": "1m"}, "intel": {"feeds": [{"source": str(feed)}]}}
+    )
+    data = tmp_path / "data"
+    normal = [{"src_ip": "10.0.0.5", "dst_ip": "10.0.0.2", "dst_port": 53, "proto": 17, "t": t}
+              for t in range(0, 120, 10)]  # fmt: skip
+    bad = {"src_ip": "10.0.0.5", "dst_ip": "198.51.100.9", "dst_port": 443}
+    first = LiveDetection(cfg, data, "one")
+    first.process(canonical([*normal, {**bad, "t": 300}], cfg).to_arrow())
+    first.stop()
+    before = set(stored(data)[1].get_column("method"))
+    assert {"M1", "M27"} <= before
+    second = LiveDetection(cfg, data, "two")
+    second.process(canonical([{**bad, "t": 1800, "src_port": 50001}], cfg).to_arrow())
+    second.stop()
+    events, alarms = stored(data)
+    assert events.height == 1 and {"M1", "M27"} <= set(events.item(0, "methods"))
+    assert alarms.filter(pl.col("method") == "M27").height == 2  # both flows' hits

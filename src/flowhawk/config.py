@@ -280,6 +280,12 @@ class CollectSettings(Strict):
         default=True,
         description="Run detection on the flows as they are archived (events in DATA).",
     )
+    max_queued_flows: int = Field(
+        default=1_000_000,
+        ge=1000,
+        description="Flows waiting for live detection at most (about 250 bytes each); a "
+        "rollover beyond it is archived but not detected, and counted.",
+    )
     metrics: str = Field(
         default="127.0.0.1:9754",
         description="HOST:PORT serving Prometheus metrics at /metrics; empty to disable.",

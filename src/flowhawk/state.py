@@ -2,7 +2,8 @@
 
 Layout: ``<data>/state/meta.json`` and ``<data>/state/<METHOD>/<table>.parquet``.
 A checkpoint is written to a sibling directory and swapped in with renames, so an
-interrupted save leaves the previous checkpoint intact.
+interrupted save leaves the previous checkpoint intact (or, cut between the renames, a
+complete one that the next start puts back in place).
 """
 
 from __future__ import annotations
@@ -41,6 +42,19 @@ class StateStore:
 
     def __init__(self, data_dir: Path):
         self.dir = data_dir / "state"
+        self._recover()
+
+    def _recover(self) -> None:
+        """Finish a save a crash cut between its two renames: ``state`` is missing, the
+        new checkpoint is complete in ``state.new`` (its meta.json is written last) or
+        the previous one is in ``state.old``."""
+        if self.dir.exists():
+            return
+        new, old = self.dir.with_name("state.new"), self.dir.with_name("state.old")
+        for candidate in (new, old):
+            if (candidate / "meta.json").is_file():
+                candidate.rename(self.dir)
+                return
 
     def load_meta(self) -> Meta:
         path = self.dir / "meta.json"

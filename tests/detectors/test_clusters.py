@@ -473,3 +473,21 @@ def test_the_velocity_methods_of_a_view_share_its_last_vectors(store, first_meth
     assert got["M10"].height == 1
     states = [det.live_state()["live_last"] for det in pair]
     assert states[0] is states[1] and states[0].num_rows == 1
+
+
+def test_data_resuming_exactly_on_a_training_time_does_not_stall(store):
+    """A detector with nothing new since training whose next rows start exactly on a grid
+    point of its schedule trains on and scores them (it used to loop forever)."""
+    import threading
+
+    det = _detector(CommMagnitude, store)
+    grid = H0 + timedelta(seconds=det.settings.retrain_every)  # a point of its grid
+    rows = _one(WEB, "web", grid)
+    batch = Batch(pl.DataFrame(), {"comm": rows}, grid - timedelta(minutes=30),
+                  grid + timedelta(minutes=1), 60)  # type: ignore[arg-type]  # fmt: skip
+    done: list[pl.DataFrame] = []
+    worker = threading.Thread(target=lambda: done.append(det.score(batch)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert done, "scoring did not finish"
+    assert det.quiet_until is not None and det.quiet_until >= grid

@@ -49,15 +49,15 @@ class Served:
         )  # fmt: skip
         out.close()
         deadline = time.monotonic() + timeout
+        before = len(self.output())  # a restart appends to the same log
         while True:
-            text = self.output()
+            text = self.output()[before:]
             if "stop with Ctrl-C" in text:
                 break
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"flowhawk serve did not start:\n{text}")
             time.sleep(0.05)
-        text = self.output().split("API: ")[-2 if text.count("API: ") > 1 else -1]
-        self.url = _API.search("API: " + text).group(1)  # type: ignore[union-attr]
+        self.url = _API.search(text).group(1)  # type: ignore[union-attr]
         self.port = int(_UDP.search(text).group(1))  # type: ignore[union-attr]
         found = _TOKEN.findall(self.output())
         if found and not self.token:

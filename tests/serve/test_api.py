@@ -265,6 +265,8 @@ def test_metrics_and_status(api):
     status = api.get("/api/v1/status").json()
     assert status["version"] and "outputs" in status
     assert "outputs" not in api.get("/api/v1/status", "ana").json()
+    assert api.get("/api/v1/metrics", "ana").status_code == 403  # spans every site
+    assert api.get("/api/v1/metrics", "all").status_code == 200
 
 
 def test_event_behavior_series_and_band(api):

@@ -12,20 +12,22 @@ Fixtures, for any test of the UI:
 - ``ui``: a fresh browser context and page (:class:`Ui`): sign-in helpers, screenshots
   (kept in the test's tmp dir and in ``out/ui-screenshots/``) and every console error
   and page error the page logged.
+- ``make_ui``: the same for a service of the test's own (``make_ui(root)``), as many
+  pages as a test needs.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
 from flowhawk.serve.auth_store import AuthStore
 from tests.serve.process import Served, wait_until
@@ -165,3 +167,26 @@ def ui(browser: Browser, demo: Demo, tmp_path: Path) -> Iterator[Ui]:
         yield Ui(page, demo.root, tmp_path)
     finally:
         context.close()
+
+
+@pytest.fixture
+def make_ui(browser: Browser, tmp_path: Path) -> Iterator[Callable[..., Ui]]:
+    """Pages of any service: ``make_ui(root)`` opens a fresh browser context and page
+    (a :class:`Ui`); ``init_script`` runs in every document before the app's own code.
+    Every context is closed at the end of the test."""
+    contexts: list[BrowserContext] = []
+
+    def make(root: str, init_script: str | None = None) -> Ui:
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        contexts.append(context)
+        if init_script:
+            context.add_init_script(init_script)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        return Ui(page, root, tmp_path)
+
+    try:
+        yield make
+    finally:
+        for context in contexts:
+            context.close()

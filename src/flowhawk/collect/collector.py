@@ -107,7 +107,14 @@ class Collector:
         if s.detect:
             from flowhawk.live import LiveDetection
 
-            self.detection = LiveDetection(cfg, data_dir, run_id, listener=on_events, intel=intel)
+            self.detection = LiveDetection(
+                cfg,
+                data_dir,
+                run_id,
+                listener=on_events,
+                intel=intel,
+                max_queued_flows=cfg.collect.max_queued_flows,
+            )
         self.metrics = CollectorMetrics()
         self.totals = CollectorTotals()
         self._ready: list[pa.Table] = []  # canonical flows waiting for the next rollover

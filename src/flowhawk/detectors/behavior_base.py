@@ -70,8 +70,9 @@ class BehaviorDetector(Detector):
                 cursor = due
             if self.rows_since_training == 0:
                 # Nothing new since the last training: retrain after the next data
-                # (event time can jump by years between two inputs).
-                self.quiet_until = self._grid_floor(self._next_rows(batch, cursor))
+                # (event time can jump by years between two inputs); at least past this
+                # grid point, so data starting exactly on one cannot hold the schedule.
+                self.quiet_until = max(due, self._grid_floor(self._next_rows(batch, cursor)))
                 continue
             self._train(due)
         alarms.append(self._detect_part(batch, cursor, batch.closed_until))

@@ -27,11 +27,25 @@ def health() -> dict[str, str]:
 
 @router.get("/status", tags=["operations"], summary="Components, counters and backlogs")
 def service_status(svc: Svc, who: Who) -> dict[str, Any]:
-    return svc.status(admin=who.is_admin())
+    out = svc.status(admin=who.is_admin())
+    if who.scope(None) is None:
+        return out
+    # the counters add up every site's traffic: a site-scoped caller gets the version,
+    # uptime and event clock (its own exporters' counters are in /exporters)
+    kept = {k: out[k] for k in ("version", "started", "uptime_s") if k in out}
+    if "detection" in out:
+        kept["detection"] = {"newest_flow": out["detection"].get("newest_flow")}
+    return {**kept, "scoped": True}
 
 
-@router.get("/metrics", tags=["operations"], summary="Prometheus metrics (text format)")
+@router.get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics (text format; all sites: admins and all-sites users only)",
+)
 def metrics(svc: Svc, who: Who) -> Response:
+    if who.scope(None) is not None:  # counters span every site and exporter
+        raise HTTPException(403, "metrics cover every site: an all-sites user is needed")
     return Response(svc.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

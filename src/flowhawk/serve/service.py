@@ -95,6 +95,7 @@ class Service:
 
     def start(self) -> None:
         self.delivery.start()
+        self._publish_unpublished()
         if self.collector is not None:
             self.collector.start()
             self.collector.run_in_thread()
@@ -104,6 +105,19 @@ class Service:
         self._retention.start()
         if (self.cfg.intel.feeds or self._extra_intel) and self.cfg.intel.refresh:
             threading.Thread(target=self._intel_loop, name="flowhawk-intel", daemon=True).start()
+
+    def _publish_unpublished(self) -> None:
+        """Hand the outputs the events stored right before a crash that kept them from
+        being published (:data:`flowhawk.live.UNPUBLISHED`); duplicates are allowed."""
+        from flowhawk.live import forget_unpublished, take_unpublished
+
+        docs = take_unpublished(self.data_dir)
+        stored = self.db.workflow([d["id"] for d in docs]) if docs else {}
+        docs = [d for d in docs if d["id"] in stored]
+        if docs:
+            self.delivery.publish(self.publisher.news(docs))
+            log.warning("published %d events stored before the last stop was cut short", len(docs))
+        forget_unpublished(self.data_dir)
 
     def stop(self, flush_timeout: float = 5.0) -> None:
         """Stop collecting, detect and publish what is queued, checkpoint, flush outputs."""
@@ -189,8 +203,9 @@ class Service:
                                            for a, p in self.collector.ports()],
                                 **totals}  # fmt: skip
             if self.collector.detection is not None:
-                out["detection"] = {**asdict(self.collector.detection.totals),
-                                    "queued_batches": self.collector.detection.pending}  # fmt: skip
+                det = self.collector.detection
+                out["detection"] = {**asdict(det.totals), "queued_batches": det.pending,
+                                    "queued_flows": det.queued_flows}  # fmt: skip
         if admin:
             out["outputs"] = self.delivery.status()
         return out
@@ -278,6 +293,12 @@ class _ServiceGauges:
             )
             q.add_metric([], det.pending)
             yield q
+            qf = GaugeMetricFamily(
+                "flowhawk_detection_queue_flows",
+                f"Archived flows waiting for detection (at most {det.max_queued_flows}).",
+            )
+            qf.add_metric([], det.queued_flows)
+            yield qf
             lag = GaugeMetricFamily(
                 "flowhawk_detection_lag_seconds",
                 "Wall clock minus the end of the newest flow detection has processed.",
@@ -287,7 +308,8 @@ class _ServiceGauges:
             yield lag
             for name, value in (("flows", det.totals.flows), ("alarms", det.totals.alarms),
                                 ("failed_batches", det.totals.errors),
-                                ("late_flows", det.totals.late_flows)):  # fmt: skip
+                                ("late_flows", det.totals.late_flows),
+                                ("skipped_flows", det.totals.skipped_flows)):  # fmt: skip
                 c = GaugeMetricFamily(f"flowhawk_detection_{name}", f"Detection {name} so far.")
                 c.add_metric([], value)
                 yield c

@@ -240,8 +240,8 @@ function LiveHighRisk() {
         : html`<table class="table compact" data-testid="live-events-table">
             <tbody>
               ${rows.map(
-                (e) => html`<tr key=${e.id} class=${e.fresh ? "fresh" : ""}
-                  onClick=${() => (location.hash = `#/events/${e.id}`)}>
+                (e) => html`<tr key=${e.id} class=${e.fresh ? "fresh" : ""} data-id=${e.id}
+                  data-testid="live-event-row" onClick=${() => (location.hash = `#/events/${e.id}`)}>
                   <td><${Risk} value=${e.risk} /></td>
                   <td class="time">${time(e.ts_start, false)}</td>
                   <td class="pair"><${Host} ip=${e.src_ip} /> → <${Host} ip=${e.dst_ip} />
@@ -269,12 +269,22 @@ function Health({ tick }) {
   </div>`;
 }
 
+const tile = (value, text, bad) =>
+  html`<div class=${`tile ${bad ? "bad" : ""}`}><b>${value}</b><span>${text}</span></div>`;
+
 export function StatusFacts({ status }) {
+  if (status.scoped) {
+    // a user of some sites: the service's counters would add up other sites' traffic
+    return html`<div class="tiles" data-testid="status-tiles">
+        ${tile(uptime(status.uptime_s), `up · v${status.version}`)}
+      </div>
+      <p class="muted small" data-testid="status-scoped">Collection and detection counters
+        add up the traffic of every site: users of all sites see them. The exporters of your
+        sites, with their counters, are in the exporters table.</p>`;
+  }
   const c = status.collector || {};
   const d = status.detection || {};
   const errors = Object.values(c.decode_errors || {}).reduce((a, b) => a + b, 0);
-  const tile = (value, text, bad) =>
-    html`<div class=${`tile ${bad ? "bad" : ""}`}><b>${value}</b><span>${text}</span></div>`;
   return html`<div class="tiles" data-testid="status-tiles">
     ${tile(count(c.datagrams), "datagrams")}
     ${tile(count(c.flows_decoded), "flows decoded")}

@@ -39,8 +39,16 @@ export function EventView({ id, me }) {
   const [event, setEvent] = useState(null);
   useEffect(() => setEvent(state.data), [state.data]);
   if (state.error) {
+    // an event of a site outside the caller's scope answers 404 like a missing one
     return html`<div class="view" id="view-event" data-testid="view-event">
-      <a href="#/events">← events</a><${ErrorBox} error=${state.error} />
+      <a href="#/events">← events</a>
+      ${state.error.status === 404
+        ? html`<div class="card notfound" data-testid="event-not-found">
+            <h1>No such event</h1>
+            <p class="muted">There is no event <span class="mono">${id}</span> in the sites you
+              can see: it does not exist, was removed by retention, or belongs to another site.</p>
+          </div>`
+        : html`<${ErrorBox} error=${state.error} />`}
     </div>`;
   }
   if (!event) return html`<div class="view" id="view-event"><${Loading} what="the event" /></div>`;

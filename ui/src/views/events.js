@@ -62,11 +62,11 @@ export function Events({ me, params, clock }) {
       setDraft(draftOf(params));
     }
   }, [urlKey]);
-  const settled = useDebounced(draft, 300);
   const offset = Number(params.get("offset") || 0);
-  useEffect(() => {
-    const next = { ...settled, range: settled.range === "all" ? "" : settled.range };
-    if (settled.range !== "custom") {
+  /** The address of a draft, unless it is already there (back to the first page). */
+  const push = (d) => {
+    const next = { ...d, range: d.range === "all" ? "" : d.range };
+    if (d.range !== "custom") {
       next.since = "";
       next.until = "";
     }
@@ -77,7 +77,14 @@ export function Events({ me, params, clock }) {
       pushed.current = p.toString();
       go("events", Object.fromEntries(p), true);
     }
-  }, [settled]);
+  };
+  // typing applies once it pauses; a choice (a list, a column header, clear) at once
+  const settled = useDebounced(draft, 300);
+  useEffect(() => push(settled), [settled]);
+  const apply = (next) => {
+    setDraft(next);
+    push(next);
+  };
 
   const d = draftOf(params);
   const anchor = useMemo(() => clock, [d.range, clock !== null]);
@@ -100,6 +107,7 @@ export function Events({ me, params, clock }) {
   const canWrite = me.role !== "viewer";
 
   const set = (k) => (e) => setDraft({ ...draft, [k]: e.target.value });
+  const pick = (k) => (e) => apply({ ...draft, [k]: e.target.value });
   const setNow = (k, v) => setDraft({ ...draft, [k]: v });
   const nav = (changes) => {
     const p = Object.fromEntries(params);
@@ -131,7 +139,7 @@ export function Events({ me, params, clock }) {
     </div>
     <form class="filters" data-testid="filters" onSubmit=${(e) => e.preventDefault()}>
       <label>time
-        <select value=${draft.range} onChange=${set("range")} data-testid="filter-range">
+        <select value=${draft.range} onChange=${pick("range")} data-testid="filter-range">
           ${RANGES.map(([v, t]) => html`<option value=${v}>${v === "all" ? "all time" : `last ${t}`}</option>`)}
           <option value="custom">custom…</option>
         </select>
@@ -143,8 +151,11 @@ export function Events({ me, params, clock }) {
               onInput=${(e) => setNow("until", utc(e.target.value))} data-testid="filter-until" /></label>`
         : null}
       <label>site
-        <select value=${draft.site} onChange=${set("site")} data-testid="filter-site">
+        <select value=${draft.site} onChange=${pick("site")} data-testid="filter-site">
           <option value="">all in scope</option>
+          ${draft.site && sites.data && !sites.data.some((s) => s.name === draft.site)
+            ? html`<option value=${draft.site}>${siteLabel(draft.site, sites.data)}</option>`
+            : null}
           ${(sites.data || []).map((s) => html`<option value=${s.name}>${s.name}</option>`)}
         </select>
       </label>
@@ -153,7 +164,7 @@ export function Events({ me, params, clock }) {
           onInput=${set("min_risk")} data-testid="filter-min-risk" />
       </label>
       <label>method
-        <select value=${draft.method} onChange=${set("method")} data-testid="filter-method">
+        <select value=${draft.method} onChange=${pick("method")} data-testid="filter-method">
           <option value="">any</option>
           ${draft.method && !methods.includes(draft.method)
             ? html`<option value=${draft.method}>${draft.method}</option>`
@@ -166,20 +177,20 @@ export function Events({ me, params, clock }) {
           onInput=${set("host")} data-testid="filter-host" />
       </label>
       <label>status
-        <select value=${draft.status} onChange=${set("status")} data-testid="filter-status">
+        <select value=${draft.status} onChange=${pick("status")} data-testid="filter-status">
           <option value="">any</option>
           ${STATUSES.map((s) => html`<option value=${s}>${s}</option>`)}
           <option value="new,investigating">open</option>
         </select>
       </label>
       <label>verdict
-        <select value=${draft.verdict} onChange=${set("verdict")} data-testid="filter-verdict">
+        <select value=${draft.verdict} onChange=${pick("verdict")} data-testid="filter-verdict">
           <option value="">any</option>
           ${VERDICTS.map((s) => html`<option value=${s}>${label(s)}</option>`)}
         </select>
       </label>
       <label>direction
-        <select value=${draft.direction} onChange=${set("direction")} data-testid="filter-direction">
+        <select value=${draft.direction} onChange=${pick("direction")} data-testid="filter-direction">
           <option value="">any</option>
           <option value="north-south">north-south</option>
           <option value="east-west">east-west</option>
@@ -187,7 +198,7 @@ export function Events({ me, params, clock }) {
         </select>
       </label>
       <button type="button" class="ghost" data-testid="filter-clear"
-        onClick=${() => setDraft(draftOf(new URLSearchParams()))}>clear</button>
+        onClick=${() => apply(draftOf(new URLSearchParams()))}>clear</button>
     </form>
 
     ${fresh.count > 0
@@ -221,7 +232,7 @@ export function Events({ me, params, clock }) {
               const next = on ? (sort.startsWith("-") ? key : `-${key}`) : first;
               return html`<th class="sortable ${on ? "on" : ""}" data-testid=${`sort-${key}`}
                 aria-sort=${on ? (sort.startsWith("-") ? "descending" : "ascending") : "none"}
-                onClick=${() => setDraft({ ...draft, sort: next })}>
+                onClick=${() => apply({ ...draft, sort: next })}>
                 ${text}${on ? (sort.startsWith("-") ? " ▼" : " ▲") : ""}</th>`;
             })}
           </tr>
@@ -261,12 +272,23 @@ export function Events({ me, params, clock }) {
             onOffset=${(o) => nav({ offset: o || "" })} />`
         : null}
       <label class="inline">rows
-        <select value=${String(limit)} onChange=${(e) => setNow("limit", e.target.value === "50" ? "" : e.target.value)}>
+        <select value=${String(limit)} onChange=${(e) => apply({ ...draft, limit: e.target.value === "50" ? "" : e.target.value })}>
           ${[25, 50, 100, 200].map((n) => html`<option value=${String(n)}>${n}</option>`)}
         </select>
       </label>
     </div>
   </div>`;
+}
+
+/** A site filter from the address that the site list does not offer (typed or linked). */
+function siteLabel(value, sites) {
+  const mine = new Set(sites.map((s) => s.name));
+  const asked = list(value);
+  const others = asked.filter((s) => !mine.has(s));
+  if (!others.length) return value;
+  return others.length === asked.length
+    ? `${value} (not in your sites)`
+    : `${value} (not in your sites: ${others.join(", ")})`;
 }
 
 function methodOrder(a, b) {

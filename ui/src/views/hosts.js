@@ -73,7 +73,13 @@ export function HostView({ ip }) {
       <${Tabs} value=${horizon} options=${HORIZONS} onChange=${setHorizon} testid="host-horizon" />
     </div>
     <${Loaded} state=${profile} what="the host">
-      ${(p) => html`<div class="grid-main">
+      ${(p) => p.known === false
+        ? html`<div class="card notfound" data-testid="host-unknown">
+            <h1>Nothing known</h1>
+            <p class="muted">No event, behavior or name of <span class="mono">${ip}</span> in
+              the sites you can see.</p>
+          </div>`
+        : html`<div class="grid-main">
           <${Card} title="Behavior against its usual band" id="host-behavior"
             actions=${html`<select value=${measure} onChange=${(e) => setMeasure(e.target.value)}
               data-testid="host-measure">
@@ -86,7 +92,7 @@ export function HostView({ ip }) {
           <//>
         </div>`}
     <//>
-    <div class="grid2">
+    ${profile.data?.known === false ? null : html`<div class="grid2">
       <${Card} title="Its riskiest events" id="host-events"
         actions=${html`<a href=${href("events", { host: ip })} data-testid="host-all-events">all events →</a>`}>
         <${Loaded} state=${events} what="events">
@@ -98,7 +104,7 @@ export function HostView({ ip }) {
           ${(page) => html`<${HostGraph} ip=${ip} items=${page.items} />`}
         <//>
       <//>
-    </div>
+    </div>`}
   </div>`;
 }
 

@@ -1,5 +1,5 @@
-// Operations: the service's components and counters, exporters, sites in scope and,
-// for administrators, each output's delivery state.
+// Operations: the service's components and counters, exporters, sites in scope, webhook
+// subscriptions and, for administrators, each output's delivery state.
 import { Card, Loaded, useApi } from "../components.js";
 import { count, time } from "../format.js";
 import { html } from "../html.js";
@@ -15,8 +15,8 @@ export function Operations({ me }) {
     <${Card} title="Collection and detection" id="ops-status">
       <${Loaded} state=${status} what="status">
         ${(s) => html`<${StatusFacts} status=${s} />
-          <p class="muted small">started ${time(s.started)} UTC · newest flow seen by detection
-            ${time(s.detection?.newest_flow) || "none yet"} · late flows ${count(s.detection?.late_flows || 0)}</p>
+          <p class="muted small">started ${time(s.started)} UTC · newest flow seen by detection${" "}
+            ${time(s.detection?.newest_flow) || "none yet"}${s.scoped ? null : ` · late flows ${count(s.detection?.late_flows || 0)}`}</p>
           ${(s.collector?.listen || []).length
             ? html`<p class="muted small">listening on ${s.collector.listen
                 .map((l) => `${l.address} (udp ${l.udp_port})`)
@@ -43,8 +43,38 @@ export function Operations({ me }) {
         <//>
       <//>
     </div>
+    <${Subscriptions} me=${me} />
     ${me.role === "admin" ? html`<${Outputs} status=${status.data} />` : null}
   </div>`;
+}
+
+/** Webhook subscriptions: the caller's own (an admin sees everyone's), never a secret. */
+function Subscriptions({ me }) {
+  const subs = useApi("/subscriptions");
+  const admin = me.role === "admin";
+  return html`<${Card} title=${admin ? "Webhook subscriptions" : "Your webhook subscriptions"}
+    id="ops-subscriptions">
+    <${Loaded} state=${subs} what="subscriptions">
+      ${(list) =>
+        list.length
+          ? html`<table class="table compact" data-testid="subscriptions-table">
+              <thead><tr><th>id</th><th>url</th><th>sites</th><th class="num">min risk</th>
+                <th>methods</th>${admin ? html`<th>owner</th>` : null}<th>created</th></tr></thead>
+              <tbody>
+                ${list.map(
+                  (x) => html`<tr data-id=${x.id}>
+                    <td class="mono">${x.id}</td><td class="mono">${x.url}</td>
+                    <td>${(x.sites || []).join(", ") || "all in scope"}</td>
+                    <td class="num">${x.min_risk}</td><td>${(x.methods || []).join(", ") || "any"}</td>
+                    ${admin ? html`<td>${x.owner}</td>` : null}<td class="time">${time(x.created)}</td>
+                  </tr>`,
+                )}
+              </tbody>
+            </table>`
+          : html`<div class="muted">No webhook subscriptions: POST /api/v1/subscriptions adds
+              one (a URL, the sites, a minimum risk and methods).</div>`}
+    <//>
+  <//>`;
 }
 
 function Outputs() {
