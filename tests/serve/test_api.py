@@ -157,7 +157,9 @@ def test_site_scope_isolates_everything(api):
     other = api.get("/api/v1/hosts/10.2.0.9", "ana").json()  # as unknown as a random address
     assert other["known"] is False and other["events"] == 0 and other["top_events"] == []
     assert other["risk"] is None and other["behavior"]["series"] == []
-    assert api.get("/api/v1/hosts/10.1.0.5", "ana").status_code == 200
+    mine = api.get("/api/v1/hosts/10.1.0.5", "ana", params={"horizon": "30d"}).json()
+    assert mine["known"] and sum(r["events"] for r in mine["risk_series"]) == mine["events"]
+    assert mine["relays"] == []
     flows = api.get(
         "/api/v1/flows",
         "ana",

@@ -125,6 +125,8 @@ def test_admin_walks_every_view(ui: Ui, demo: Demo) -> None:
     ui.page.locator("[data-testid=host-chart] canvas").first.wait_for()
     ui.page.locator("[data-testid=host-graph] canvas").first.wait_for()
     ui.page.locator("[data-testid=host-events-table] tr").first.wait_for()
+    ui.page.locator("[data-testid=host-risk-plot] canvas").first.wait_for()
+    ui.page.locator("#host-relays").wait_for()
     ui.shot("host")
 
     # hosts, intel (a lookup), operations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -13,7 +14,7 @@ from flowhawk.hosts import rank_hosts
 from flowhawk.netaddr import NetworkSet
 from flowhawk.serve.deps import Svc, Who
 from flowhawk.serve.eventdb import EventFilter, frame
-from flowhawk.serve.series import key_series
+from flowhawk.serve.series import HORIZONS, key_series
 
 router = APIRouter(prefix="/hosts", tags=["hosts"])
 
@@ -86,6 +87,7 @@ def host_profile(
     )
     seen = behavior(svc, ip, sites, horizon)
     known = total > 0 or seen["buckets"] > 0
+    end = svc.newest_bucket() or datetime.now(UTC)
     return {
         "ip": ip,
         "known": known,
@@ -95,6 +97,8 @@ def host_profile(
         "top_events": top,
         "names": _names(svc, ip) if known else [],
         "behavior": seen,
+        "risk_series": risk_series(svc, ip, sites, horizon, end) if total else [],
+        "relays": relays_through(svc, ip, sites) if total else [],
     }
 
 
@@ -109,3 +113,44 @@ def behavior(svc: Any, ip: str, sites: list[str] | None, horizon: str) -> dict[s
     """The device view of the behavioral log for ``ip``, resampled, with its band."""
     end = svc.newest_bucket() or datetime.now(UTC)
     return key_series(svc.data_dir, "device", {"ip": ip}, end, horizon, sites)
+
+
+#: Risk over time: horizon -> seconds per bucket.
+RISK_STEP = {"1d": 3600, "7d": 6 * 3600, "30d": 86400}
+
+
+def risk_series(
+    svc: Any, ip: str, sites: list[str] | None, horizon: str, end: datetime
+) -> list[dict[str, Any]]:
+    """The host's events over the horizon: per bucket, how many and the highest risk."""
+    span = HORIZONS[horizon][0]
+    flt = EventFilter(sites=sites, host=ip, since=end - span)
+    where, params = flt.sql()
+    df = frame(
+        svc.db.cursor(),
+        "SELECT time_bucket(to_seconds(?::BIGINT), ts_start) AS t, count(*) AS events, "
+        f"max(risk) AS max_risk FROM events WHERE {where} GROUP BY t ORDER BY t",
+        [RISK_STEP[horizon], *params],
+    )
+    return _iso(df).to_dicts() if df.height else []
+
+
+def relays_through(svc: Any, ip: str, sites: list[str] | None) -> list[dict[str, Any]]:
+    """Relays (N9) this host is the middle of, from the context of its scoped events:
+    traffic coming in and going on within seconds, with agreeing volume."""
+    where, params = EventFilter(sites=sites).sql()
+    df = frame(
+        svc.db.cursor(),
+        f"SELECT id, relays::VARCHAR AS relays FROM events WHERE {where} AND relays IS NOT NULL "
+        "AND contains(relays::VARCHAR, ?) ORDER BY risk DESC LIMIT 200",
+        [*params, ip],
+    )
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for event_id, text in df.iter_rows():
+        for relay in json.loads(text) or []:
+            if relay.get("host") != ip:
+                continue
+            key = (relay.get("inbound"), relay.get("outbound"))
+            if key not in out:
+                out[key] = {**relay, "event_id": event_id}
+    return list(out.values())

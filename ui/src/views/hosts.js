@@ -1,8 +1,8 @@
 // Hosts ranked by decaying risk, and one host's profile: risk and rank, names from
-// passive DNS, behavior over 1/7/30 days against its usual band, its events and the
-// graph of whom it talks to in them.
+// passive DNS, behavior over 1/7/30 days against its usual band, its risk over time,
+// the relays it is the middle of, its events and the graph of whom it talks to in them.
 import { useMemo, useState } from "preact/hooks";
-import { BehaviorChart } from "../charts.js";
+import { BehaviorChart, StackedBars } from "../charts.js";
 import {
   Card,
   Facts,
@@ -92,6 +92,14 @@ export function HostView({ ip }) {
           <//>
         </div>`}
     <//>
+    ${profile.data?.known === false || !profile.data ? null : html`<div class="grid2">
+      <${Card} title="Risk over time" id="host-risk-time">
+        <${RiskOverTime} series=${profile.data.risk_series || []} />
+      <//>
+      <${Card} title="Relays through it" id="host-relays">
+        <${Relays} relays=${profile.data.relays || []} />
+      <//>
+    </div>`}
     ${profile.data?.known === false ? null : html`<div class="grid2">
       <${Card} title="Its riskiest events" id="host-events"
         actions=${html`<a href=${href("events", { host: ip })} data-testid="host-all-events">all events →</a>`}>
@@ -167,4 +175,38 @@ function HostGraph({ ip, items }) {
   }, [ip, items]);
   return html`<${CommGraph} nodes=${nodes} edges=${edges} height=${560} testid="host-graph" />
     <${GraphLegend} host=${true} />`;
+}
+
+/** The highest risk of the host's events per bucket of the horizon, and how many. */
+function RiskOverTime({ series }) {
+  const { xs, layers } = useMemo(() => {
+    const xs = series.map((r) => Date.parse(r.t) / 1000);
+    const layers = [
+      { label: "highest risk", color: "#f59e0b", values: series.map((r) => Math.round(r.max_risk)) },
+    ];
+    return { xs, layers };
+  }, [series]);
+  if (!series.length) return html`<div class="muted empty">No events in this horizon.</div>`;
+  return html`<${StackedBars} xs=${xs} layers=${layers} height=${160} testid="host-risk-plot" />
+    <div class="muted small">
+      ${`${count(series.reduce((n, r) => n + r.events, 0))} events in ${series.length} buckets`}
+    </div>`;
+}
+
+/** Relays (N9) with this host in the middle: what came in and went on within seconds. */
+function Relays({ relays }) {
+  if (!relays.length) return html`<div class="muted empty">It relays nothing seen.</div>`;
+  return html`<table class="table compact" data-testid="host-relays-table">
+    <thead><tr><th>in</th><th>on to</th><th class="num">pairs</th><th class="num">delay</th></tr></thead>
+    <tbody>
+      ${relays.map(
+        (r) => html`<tr onClick=${() => (location.hash = `#/events/${r.event_id}`)}>
+          <td class="mono">${r.inbound}</td>
+          <td class="mono">${r.outbound}</td>
+          <td class="num">${r.pairs}</td>
+          <td class="num">${r.delay_s == null ? "" : `${r.delay_s.toFixed(1)} s`}</td>
+        </tr>`,
+      )}
+    </tbody>
+  </table>`;
 }
