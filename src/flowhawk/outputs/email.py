@@ -36,7 +36,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from flowhawk.outputs.base import DeliveryError, Document, Output, OutputSettings
-from flowhawk.outputs.tcp import client_tls_context
+from flowhawk.outputs.stream import client_tls_context
 
 log = logging.getLogger(__name__)
 

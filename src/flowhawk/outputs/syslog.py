@@ -33,14 +33,13 @@ import functools
 import logging
 import os
 import socket
-import ssl
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from flowhawk.errors import ConfigError
 from flowhawk.outputs.base import DeliveryError, Document, Output, OutputSettings
+from flowhawk.outputs.stream import Stream, client_tls_context
 from flowhawk.outputs.syslog_format import (
     FACILITIES,
     frame,
@@ -170,8 +169,17 @@ class SyslogOutput(Output):
             f"{settings.effective_port})"
         )
         self.truncated = 0
-        self._sock: socket.socket | None = None
-        self._tls = self._tls_context() if settings.transport == "tls" else None
+        self._udp: socket.socket | None = None
+        self._stream: Stream | None = None
+        if settings.transport != "udp":
+            tls = None
+            if settings.transport == "tls":
+                tls = client_tls_context(settings.ca_file, settings.verify, self.label,
+                                         settings.cert_file, settings.key_file)  # fmt: skip
+            self._stream = Stream(
+                settings.host, settings.effective_port, settings.timeout, self.label, tls,
+                settings.server_name,
+            )  # fmt: skip
 
     # -- messages -------------------------------------------------------------------
 
@@ -201,76 +209,28 @@ class SyslogOutput(Output):
 
     # -- connection -----------------------------------------------------------------
 
-    def _tls_context(self) -> ssl.SSLContext:
-        s = self.cfg
-        try:
-            ctx = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"{self.label}: ca_file {s.ca_file}: {exc}") from None
-        if not s.verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        if s.cert_file:
-            try:
-                ctx.load_cert_chain(s.cert_file, s.key_file)
-            except (OSError, ssl.SSLError) as exc:
-                files = f"cert_file {s.cert_file}"
-                if s.key_file:
-                    files += f", key_file {s.key_file}"
-                raise ConfigError(f"{self.label}: {files}: {exc}") from None
-        return ctx
-
     def open(self) -> None:
         """Connect (UDP: resolve and connect the socket) unless connected."""
-        if self._sock is not None:
+        if self._stream is not None:
+            self._stream.open()
+            return
+        if self._udp is not None:
             return
         s = self.cfg
         try:
-            if s.transport == "udp":
-                family, kind, proto, _, addr = socket.getaddrinfo(
-                    s.host, s.effective_port, type=socket.SOCK_DGRAM
-                )[0]
-                sock = socket.socket(family, kind, proto)
-                try:
-                    sock.connect(addr)
-                except OSError:
-                    sock.close()
-                    raise
-            else:
-                sock = socket.create_connection((s.host, s.effective_port), timeout=s.timeout)
-                if self._tls is not None:
-                    try:
-                        sock = self._tls.wrap_socket(sock, server_hostname=s.server_name or s.host)
-                    except OSError:
-                        sock.close()
-                        raise
+            family, kind, proto, _, addr = socket.getaddrinfo(
+                s.host, s.effective_port, type=socket.SOCK_DGRAM
+            )[0]
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.connect(addr)
+            except OSError:
+                sock.close()
+                raise
             sock.settimeout(s.timeout)
-        except ssl.SSLCertVerificationError as exc:
-            raise DeliveryError(
-                f"{self.label}: the receiver's certificate was rejected: {exc.verify_message}"
-            ) from exc
         except OSError as exc:
             raise DeliveryError(f"{self.label}: cannot connect: {exc}") from exc
-        self._sock = sock
-
-    def _alive(self, sock: socket.socket) -> bool:
-        """False when the receiver closed the stream (it never sends anything else)."""
-        sock.setblocking(False)
-        try:
-            return bool(sock.recv(4096))  # b"": end of stream
-        except (ssl.SSLWantReadError, BlockingIOError):
-            return True  # nothing to read, or TLS records without data (session tickets)
-        except OSError:
-            return False
-        finally:
-            sock.settimeout(self.cfg.timeout)
-
-    def _drop(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is None:
-            return
-        with contextlib.suppress(OSError):
-            sock.close()
+        self._udp = sock
 
     # -- delivery -------------------------------------------------------------------
 
@@ -279,18 +239,16 @@ class SyslogOutput(Output):
         if not docs:
             return
         messages = [self.message(doc) for doc in docs]
-        if self._sock is not None and self.cfg.transport != "udp" and not self._alive(self._sock):
-            self._drop()
+        if self._stream is not None:
+            self._stream.send(b"".join(frame(m, self.cfg.framing) for m in messages))
+            return
         self.open()
-        assert self._sock is not None
+        assert self._udp is not None
         try:
-            if self.cfg.transport == "udp":
-                for msg in messages:
-                    self._sock.send(self._fit(msg))
-            else:
-                self._sock.sendall(b"".join(frame(m, self.cfg.framing) for m in messages))
+            for msg in messages:
+                self._udp.send(self._fit(msg))
         except OSError as exc:
-            self._drop()
+            self._close_udp()
             raise DeliveryError(f"{self.label}: sending failed: {exc}") from exc
 
     def _fit(self, msg: bytes) -> bytes:
@@ -308,13 +266,14 @@ class SyslogOutput(Output):
         self.truncated += 1
         return truncate_utf8(msg, limit)
 
+    def _close_udp(self) -> None:
+        sock, self._udp = self._udp, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
     def close(self) -> None:
         """Close the connection (TLS: with a close_notify); never raises."""
-        sock = self._sock
-        if isinstance(sock, ssl.SSLSocket):
-            try:
-                sock.settimeout(min(self.cfg.timeout, 1.0))
-                self._sock = sock.unwrap()
-            except (OSError, ValueError):
-                pass
-        self._drop()
+        if self._stream is not None:
+            self._stream.close()
+        self._close_udp()

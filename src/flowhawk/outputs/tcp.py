@@ -21,30 +21,14 @@ certificate is verified against ``ca_file`` (else the system's CAs) and must nam
 
 from __future__ import annotations
 
-import contextlib
-import select
-import socket
-import ssl
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from flowhawk.errors import ConfigError
-from flowhawk.outputs.base import DeliveryError, Document, Output, OutputSettings
+from flowhawk.outputs.base import Document, Output, OutputSettings
 from flowhawk.outputs.files import line
-
-
-def client_tls_context(ca_file: Path | None, verify: bool, label: str) -> ssl.SSLContext:
-    """A client TLS context; an unreadable ``ca_file`` is a :class:`ConfigError`."""
-    try:
-        ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"{label}: ca_file {ca_file}: {exc}") from None
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+from flowhawk.outputs.stream import Stream, client_tls_context
 
 
 class TcpOutput(Output):
@@ -81,81 +65,22 @@ class TcpOutput(Output):
         self.cfg: TcpOutput.Settings = settings
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         self.label = f"tcp output {settings.name!r} ({host}:{settings.port})"
-        self._tls = (
+        tls = (
             client_tls_context(settings.ca_file, settings.verify, self.label)
             if settings.tls
             else None
         )
-        self._sock: socket.socket | None = None
+        self._stream = Stream(settings.host, settings.port, settings.timeout, self.label, tls)
 
     def open(self) -> None:
         """Connect (and handshake) unless connected; raises :class:`DeliveryError`."""
-        if self._sock is not None:
-            return
-        s = self.cfg
-        try:
-            sock = socket.create_connection((s.host, s.port), timeout=s.timeout)
-            if self._tls is not None:
-                try:
-                    sock = self._tls.wrap_socket(sock, server_hostname=s.host)
-                except OSError:
-                    sock.close()
-                    raise
-            sock.settimeout(s.timeout)
-        except ssl.SSLCertVerificationError as exc:
-            raise DeliveryError(
-                f"{self.label}: the receiver's certificate was rejected: {exc.verify_message}"
-            ) from exc
-        except OSError as exc:
-            raise DeliveryError(f"{self.label}: cannot connect: {exc}") from exc
-        self._sock = sock
-
-    def _alive(self, sock: socket.socket) -> bool:
-        """False when the receiver ended the stream; anything it sent is discarded."""
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        if not readable:
-            return True
-        sock.setblocking(False)
-        try:
-            return bool(sock.recv(65536))
-        except (ssl.SSLWantReadError, BlockingIOError):
-            return True  # TLS records without data (session tickets)
-        except OSError:
-            return False
-        finally:
-            sock.settimeout(self.cfg.timeout)
+        self._stream.open()
 
     def send(self, docs: list[Document]) -> None:
         """Write one line per document, or raise :class:`DeliveryError`."""
-        if not docs:
-            return
-        data = "".join(line(doc, self.cfg.format) + "\n" for doc in docs).encode()
-        if self._sock is not None and not self._alive(self._sock):
-            self._drop()
-        self.open()
-        assert self._sock is not None
-        try:
-            self._sock.sendall(data)
-        except OSError as exc:
-            self._drop()
-            raise DeliveryError(f"{self.label}: sending failed: {exc}") from exc
-
-    def _drop(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
+        if docs:
+            self._stream.send("".join(line(doc, self.cfg.format) + "\n" for doc in docs).encode())
 
     def close(self) -> None:
         """Close the connection (TLS: with a close_notify); never raises."""
-        sock = self._sock
-        if isinstance(sock, ssl.SSLSocket):
-            try:
-                sock.settimeout(min(self.cfg.timeout, 1.0))
-                self._sock = sock.unwrap()
-            except (OSError, ValueError):
-                pass
-        self._drop()
+        self._stream.close()

@@ -53,7 +53,7 @@ from pydantic import Field, field_validator, model_validator
 
 from flowhawk import __version__
 from flowhawk.outputs.base import DeliveryError, Document, Output, OutputSettings
-from flowhawk.outputs.tcp import client_tls_context
+from flowhawk.outputs.stream import client_tls_context
 
 #: Headers the output sets itself; ``headers`` may not name them.
 RESERVED_HEADERS = (
