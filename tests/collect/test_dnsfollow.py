@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from flowhawk.diagnostics import Diagnostics
 from flowhawk.dns import store
 from flowhawk.dns.passive import PassiveDns
 from flowhawk.errors import StateError
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -266,13 +266,6 @@ def dns_lines(dns: pl.DataFrame, path: Path) -> tuple[str, str]:
     )
 
 
-def wait_for(condition, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_collector_follows_a_dns_log_into_dga_events(tmp_path: Path) -> None:
     _, dns = demo_data()
     day2 = DEMO_DAY + timedelta(days=1)
@@ -307,13 +300,13 @@ def test_collector_follows_a_dns_log_into_dga_events(tmp_path: Path) -> None:
     col.run_in_thread()
     try:
         assert col.detection is not None
-        wait_for(lambda: col.detection.totals.dns == learning.height)
+        wait_for(lambda: col.detection.totals.dns == learning.height, 60)
         assert col.detection.totals.alarms == 0
         append(log, burst_lines[:-7])  # the burst, its last line still being written
-        wait_for(lambda: col.detection.totals.dns == learning.height + burst.height - 1)
+        wait_for(lambda: col.detection.totals.dns == learning.height + burst.height - 1, 60)
         append(log, burst_lines[-7:])
-        wait_for(lambda: col.detection.totals.dns == learning.height + burst.height)
-        wait_for(lambda: col.detection.totals.events_published > 0)
+        wait_for(lambda: col.detection.totals.dns == learning.height + burst.height, 60)
+        wait_for(lambda: col.detection.totals.events_published > 0, 60)
     finally:
         col.stop()
     total = learning.height + burst.height

@@ -44,6 +44,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from flowhawk.outputs import OUTPUTS
 from flowhawk.outputs.base import Output
+from tests.polling import wait_for  # noqa: F401  (the output tests import it from here)
 
 HOST = "127.0.0.1"
 
@@ -56,18 +57,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def event_doc(

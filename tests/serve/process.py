@@ -16,6 +16,7 @@ import tomli_w
 
 from flowhawk.demo.zeekfmt import write_conn_log
 from tests.flowbuild import raw
+from tests.polling import wait_for
 
 _API = re.compile(r"API: (https?://[^ ]+)/api/v1")
 _UDP = re.compile(r"\(udp (\d+)\)")
@@ -94,14 +95,7 @@ class Served:
 
 
 def wait_until(check: Any, timeout: float, what: str, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
+    return wait_for(check, timeout, what, every)
 
 
 def conn_log(path: Path, learn_minutes: int = 6, new_at: int = 7, news: int = 5) -> Path:
