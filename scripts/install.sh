@@ -3,14 +3,15 @@
 # as peers and helpers (nfdump for nfdump files and as a collector/capture peer,
 # softflowd and pmacct as real exporters, tcpdump for live capture, tshark/capinfos as
 # test oracles, rsyslog as the receiver the syslog outputs are tested against, chromium
-# for the web UI's browser tests, driven by Playwright without a browser download), a
+# for the web UI's browser tests, driven by Playwright without a browser download,
+# mmdb-bin's mmdblookup as the GeoIP oracle, nginx as a real relaying web server), a
 # virtual environment in .venv, and flowhawk itself in editable mode with its
 # development extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-APT_PACKAGES=(nfdump softflowd tcpdump pmacct tshark rsyslog rsyslog-gnutls openssl chromium)
+APT_PACKAGES=(nfdump softflowd tcpdump pmacct tshark rsyslog rsyslog-gnutls openssl chromium mmdb-bin nginx-light)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -37,3 +38,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | { grep -v '^WARNING: Location' || true; }
   .venv/bin/python -c 'import flowhawk' && touch "$stamp"
 fi
+
+# Real GeoIP/ASN databases for [context] geoip and its tests (scripts/fetch-geoip.sh:
+# DB-IP country lite, GeoLite2 ASN, into ~/.cache/flowhawk/geoip); best effort, never
+# failing setup: without them the tests that need them fetch again or say why they skip.
+./scripts/fetch-geoip.sh country asn >/dev/null 2>&1 \
+  || echo "note: GeoIP databases not fetched (scripts/fetch-geoip.sh country asn)" >&2

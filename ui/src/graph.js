@@ -68,6 +68,8 @@ const STYLE = [
       label: "data(label)",
       color: "#cbd5e1",
       "font-size": 10,
+      "text-wrap": "wrap",
+      "text-max-width": 180,
       "text-valign": "bottom",
       "text-margin-y": 4,
       width: 18,
@@ -111,7 +113,7 @@ const STYLE = [
 ];
 
 /**
- * `nodes`: [{ id, ring: focus|peer|hop2|hop3, external, risky, title }];
+ * `nodes`: [{ id, ring: focus|peer|hop2|hop3, external, risky, label (default: id) }];
  * `edges`: [{ source, target, label, kind: focus|hop|relay|comm, weight }].
  */
 /** 3rd hops on an outer ring, each group fanned out behind the 2nd hop it reached. */
@@ -144,7 +146,7 @@ export function CommGraph({ nodes, edges, height = 380, testid }) {
       style: STYLE,
       elements: [
         ...nodes.map((n) => ({
-          data: { ...n, label: n.id, external: !!n.external, risky: !!n.risky },
+          data: { ...n, label: n.label || n.id, external: !!n.external, risky: !!n.risky },
         })),
         ...edges.map((e, i) => ({
           data: {

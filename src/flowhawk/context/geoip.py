@@ -5,7 +5,8 @@ DB-IP lite databases (same record layout as MaxMind) and IPinfo lite (flat recor
 ``country_code``, ``country``, ``asn`` as ``"AS13335"``, ``as_name``). Several files
 can be opened together, typically a City database and an ASN database; each field of
 a result comes from the first database, in the order given, that has it, so a later
-file only fills what the earlier ones left empty.
+file only fills what the earlier ones left empty. ``scripts/fetch-geoip.sh`` fetches
+freely licensed ones (DB-IP lite country/city, GeoLite2 ASN) into a cache folder.
 
 Every output field is read through :data:`FIELDS`, a table of the places the known
 layouts keep it, tried in order; a place that is missing or holds a value of the

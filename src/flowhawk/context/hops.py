@@ -26,6 +26,10 @@ Pearson correlation of log bytes of at least ``relay_min_correlation`` for more.
 
 Everything is vectorized over all events at once; one read of the archive's
 partitions that any event's window touches.
+
+Nodes and relays carry slots for what :mod:`flowhawk.context.attach` knows about
+each address (names from passive DNS, geo/AS of external ones); this module, which
+only reads flows, leaves them null.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from flowhawk import netaddr
+from flowhawk.context.geoip import SCHEMA as GEO_SCHEMA
 from flowhawk.normalize.context import EAST_WEST, NORTH_SOUTH
 
 UTC_US = pl.Datetime("us", "UTC")
@@ -55,7 +60,17 @@ EDGE = pl.Struct(
         "last": UTC_US,
     }
 )
-NODE = pl.Struct({"ip": pl.String, "role": pl.String})
+#: Country, city and AS of an address (:data:`flowhawk.context.geoip.SCHEMA`).
+GEO = pl.Struct(GEO_SCHEMA)
+NAMES = pl.List(pl.String)
+#: A node: its address, its role (``risky``, ``host``, ``hop2``, ``hop3``), and what
+#: :mod:`flowhawk.context.attach` adds: the names DNS answered with it before the event
+#: (as for the event's ends) and, for external nodes, its geo/AS. :func:`build` leaves
+#: those null.
+NODE = pl.Struct({"ip": pl.String, "role": pl.String, "names": NAMES, "geo": GEO})
+#: A relay; ``inbound``/``outbound`` read ``client→server:port``. The ``*_names`` and
+#: ``*_geo`` fields (null from :func:`build`, filled by attach) describe the inbound
+#: call's client, the relaying host and the outbound call's server.
 RELAY = pl.Struct(
     {
         "host": pl.String,
@@ -66,8 +81,16 @@ RELAY = pl.Struct(
         "in_bytes": pl.Int64,
         "out_bytes": pl.Int64,
         "correlation": pl.Float64,
+        "inbound_names": NAMES,
+        "host_names": NAMES,
+        "outbound_names": NAMES,
+        "inbound_geo": GEO,
+        "host_geo": GEO,
+        "outbound_geo": GEO,
     }
 )
+#: The addresses of a relay that attach describes (``{end}_names``, ``{end}_geo``).
+RELAY_ENDS = ("inbound", "host", "outbound")
 HOPS = pl.Struct({"nodes": pl.List(NODE), "edges": pl.List(EDGE)})
 #: What :func:`build` returns.
 CONTEXT_SCHEMA = {"id": pl.String, "hops": HOPS, "relays": pl.List(RELAY)}
@@ -253,7 +276,9 @@ def _graphs(anchor: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
     # a device reached at both hops is shown at the nearer one
     nodes = nodes.unique(["id", "ip"], keep="first", maintain_order=True)
     nodes = nodes.filter(pl.col("id").is_in(edges.get_column("id").unique().implode()))
-    node_lists = nodes.group_by("id", maintain_order=True).agg(nodes=pl.struct("ip", "role"))
+    node_lists = nodes.group_by("id", maintain_order=True).agg(
+        nodes=pl.struct("ip", "role", names=pl.lit(None, NAMES), geo=pl.lit(None, GEO))
+    )
     edge_lists = edge_rows.group_by("id", maintain_order=True).agg(edges=pl.col("edge"))
     return node_lists.join(edge_lists, on="id").select(
         "id", hops=pl.struct("nodes", "edges").cast(HOPS)
@@ -362,6 +387,8 @@ def _relays(
                 "in_bytes",
                 "out_bytes",
                 "correlation",
+                *[pl.lit(None, NAMES).alias(f"{end}_names") for end in RELAY_ENDS],
+                *[pl.lit(None, GEO).alias(f"{end}_geo") for end in RELAY_ENDS],
             )
         )
         .with_columns(pl.col("relays").cast(pl.List(RELAY)))

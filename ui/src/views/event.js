@@ -178,15 +178,43 @@ function Behavior({ event }) {
   <//>`;
 }
 
-/** Nodes and edges of an event: its pair, east-west hops, relays; risky marks. */
+/**
+ * What the event says about each address of its graph: the names DNS answered with it
+ * before the event and, for external ones, where it is and its AS (from its ends, hop
+ * nodes and relays; the first that knows wins).
+ */
+function aboutAddresses(e) {
+  const about = new Map();
+  const note = (ip, names, geo) => {
+    if (!ip) return;
+    const old = about.get(ip) || {};
+    about.set(ip, { names: old.names?.length ? old.names : names || [], geo: old.geo || geo || null });
+  };
+  note(e.src_ip, e.src_names, e.src_geo);
+  note(e.dst_ip, e.dst_names, e.dst_geo);
+  for (const n of e.hops?.nodes || []) note(n.ip, n.names, n.geo);
+  for (const r of e.relays || []) {
+    const inbound = String(r.inbound || "").match(/^(.+?)→/);
+    const outbound = String(r.outbound || "").match(/→(.+):\d+$/);
+    note(inbound?.[1], r.inbound_names, r.inbound_geo);
+    note(r.host, r.host_names, r.host_geo);
+    note(outbound?.[1], r.outbound_names, r.outbound_geo);
+  }
+  return about;
+}
+
+/** Nodes and edges of an event: its pair, east-west hops, relays; risky marks; names. */
 function eventGraph(e, listed) {
   const nodes = new Map();
+  const about = aboutAddresses(e);
   const add = (ip, ring, extra = {}) => {
     if (!ip) return;
     const old = nodes.get(ip);
     const rank = { focus: 0, hop2: 1, hop3: 2, peer: 3 };
     const keep = old && rank[old.ring] <= rank[ring] ? old.ring : ring;
-    nodes.set(ip, { id: ip, external: !isPrivate(ip), ...old, ...extra, ring: keep });
+    const { names = [], geo = null } = about.get(ip) || {};
+    const label = names.length ? `${ip}\n${names[0]}` : ip;
+    nodes.set(ip, { id: ip, external: !isPrivate(ip), names, geo, label, ...old, ...extra, ring: keep });
   };
   const intelHit = e.alarms.some((a) => INTEL_METHODS.has(a.method));
   for (const ip of [e.src_ip, e.dst_ip]) {
@@ -234,7 +262,29 @@ function Graph({ event, lookups }) {
     actions=${html`<span class="muted small">${nodes.length} addresses · ${hops} east-west hop${hops === 1 ? "" : "s"}</span>`}>
     <${CommGraph} nodes=${nodes} edges=${edges} testid="event-graph" />
     <${GraphLegend} />
+    ${nodes.length > 2 ? html`<${GraphNodes} nodes=${nodes} />` : null}
   <//>`;
+}
+
+const RING_NAMES = { focus: "the event's pair", hop2: "2nd hop", hop3: "3rd hop", peer: "peer" };
+
+/** The graph's addresses with their names and location (the labels show the first name). */
+function GraphNodes({ nodes }) {
+  const order = { focus: 0, hop2: 1, hop3: 2, peer: 3 };
+  const rows = [...nodes].sort((a, b) => order[a.ring] - order[b.ring] || a.id.localeCompare(b.id));
+  return html`<div class="table-wrap short"><table class="table compact" data-testid="graph-nodes">
+    <thead><tr><th>address</th><th>in the graph</th><th>names (DNS, before the event)</th><th>location · AS</th></tr></thead>
+    <tbody>
+      ${rows.map(
+        (n) => html`<tr data-ip=${n.id}>
+          <td><${Host} ip=${n.id} />${n.risky ? html` <span class="chip bad">risky</span>` : null}</td>
+          <td>${RING_NAMES[n.ring] || n.ring}${n.external ? " · external" : ""}</td>
+          <td class="names">${(n.names || []).join(", ")}</td>
+          <td>${geo(n.geo)}</td>
+        </tr>`,
+      )}
+    </tbody>
+  </table></div>`;
 }
 
 /** Intel lookups of the event's public addresses (none when no intel is loaded). */
