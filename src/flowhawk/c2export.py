@@ -2,11 +2,15 @@
 
 Candidates come from the N2 alarms in a data directory's event store: one row per
 external server with when it was first and last seen beaconed to, its bots and its
-highest beacon score. The STIX bundle holds one ``indicator`` per server (pattern
-``[ipv4-addr:value = '…']`` or ``ipv6-addr``), valid from its first sighting, created by
-a ``flowhawk`` identity; ids are UUIDv5 of the value, so exporting again gives the same
-ids and a consumer updates rather than duplicates. flowhawk's own STIX reader (and any
-STIX 2.1 consumer) loads the bundle as a feed.
+highest beacon score. A candidate N2 found by its DNS name (a beacon whose addresses
+rotate) gives a row for the name (type ``domain-name``, with its ``addresses``) and one
+for each of its addresses (with the name in ``names``), as the alarm's ``observed``
+lists them (:data:`flowhawk.detectors.beacon.NAME_OBSERVED`). The STIX bundle holds one
+``indicator`` per row (pattern ``[ipv4-addr:value = '…']``, ``ipv6-addr`` or
+``domain-name``), valid from its first sighting, created by a ``flowhawk`` identity;
+ids are UUIDv5 of the value, so exporting again gives the same ids and a consumer
+updates rather than duplicates. flowhawk's own STIX reader (and any STIX 2.1
+consumer) loads the bundle as a feed.
 """
 
 from __future__ import annotations
@@ -18,32 +22,45 @@ from pathlib import Path
 
 import polars as pl
 
+from flowhawk.detectors.beacon import NAME_OBSERVED
 from flowhawk.sinks.store import connect, store_path
 
 #: Namespace of the UUIDv5 ids of exported objects.
 NAMESPACE = uuid.UUID("6f1c9c1e-4b7a-5d43-9a51-2f0c8d0e7a11")
-CSV_COLUMNS = ["indicator", "type", "first_seen", "last_seen", "bots", "n_bots", "score"]
+CSV_COLUMNS = [
+    "indicator",
+    "type",
+    "first_seen",
+    "last_seen",
+    "bots",
+    "n_bots",
+    "score",
+    "names",
+    "addresses",
+]
+_TS = pl.Datetime("us", "UTC")
+_SCHEMA: dict[str, pl.DataType] = {
+    "indicator": pl.String(),
+    "type": pl.String(),
+    "first_seen": _TS,
+    "last_seen": _TS,
+    "bots": pl.List(pl.String()),
+    "n_bots": pl.UInt32(),
+    "score": pl.Float64(),
+    "names": pl.List(pl.String()),  # an address: the DNS names it was reached by
+    "addresses": pl.List(pl.String()),  # a name: its addresses
+}
 
 
 def candidates(data_dir: Path, min_score: float = 0.0) -> pl.DataFrame:
     """C2 candidates found so far in ``data_dir`` (empty when none or no store)."""
-    empty = pl.DataFrame(
-        schema={
-            "indicator": pl.String(),
-            "type": pl.String(),
-            "first_seen": pl.Datetime("us", "UTC"),
-            "last_seen": pl.Datetime("us", "UTC"),
-            "bots": pl.List(pl.String()),
-            "n_bots": pl.UInt32(),
-            "score": pl.Float64(),
-        }
-    )
+    empty = pl.DataFrame(schema=_SCHEMA)
     if not store_path(data_dir).exists():
         return empty
     con = connect(data_dir, read_only=True)
     try:
         alarms = con.sql(
-            "SELECT dst_ip, src_ip, ts, ts_end, score FROM alarms "
+            "SELECT dst_ip, src_ip, ts, ts_end, score, observed FROM alarms "
             "WHERE method = 'N2' AND score >= ?",
             params=[min_score],
         ).pl()
@@ -51,31 +68,60 @@ def candidates(data_dir: Path, min_score: float = 0.0) -> pl.DataFrame:
         con.close()
     if alarms.height == 0:
         return empty
-    out = alarms.group_by("dst_ip").agg(
-        first_seen=pl.col("ts").min(),
-        last_seen=pl.col("ts_end").max(),
-        bots=pl.col("src_ip").unique().sort(),
-        score=pl.col("score").max(),
+    alarms = alarms.with_columns(
+        pl.col("ts", "ts_end").dt.convert_time_zone("UTC").cast(_TS),
+        name=pl.col("observed").str.extract(NAME_OBSERVED, 1),
+        addresses=pl.col("observed").str.extract(NAME_OBSERVED, 2).str.split(", "),
     )
-    out = out.select(
-        indicator=pl.col("dst_ip"),
-        type=pl.when(pl.col("dst_ip").str.contains(":"))
-        .then(pl.lit("ipv6-addr"))
-        .otherwise(pl.lit("ipv4-addr")),
-        first_seen=pl.col("first_seen").dt.convert_time_zone("UTC").cast(pl.Datetime("us", "UTC")),
-        last_seen=pl.col("last_seen").dt.convert_time_zone("UTC").cast(pl.Datetime("us", "UTC")),
-        bots="bots",
-        n_bots=pl.col("bots").list.len().cast(pl.UInt32),
-        score=pl.col("score").round(3),
+    # every address a candidate was reached at: the alarm's own, and a name's listed ones
+    at = pl.concat_list(pl.col("dst_ip"), pl.col("addresses").fill_null([]))
+    by_address = (
+        alarms.with_columns(ip=at.list.unique())
+        .explode("ip")
+        .group_by("ip")
+        .agg(
+            *_sightings(),
+            names=pl.col("name").drop_nulls().unique().sort(),
+        )
+        .rename({"ip": "indicator"})
+        .with_columns(
+            addresses=pl.lit([], pl.List(pl.String)),
+            type=pl.when(pl.col("indicator").str.contains(":"))
+            .then(pl.lit("ipv6-addr"))
+            .otherwise(pl.lit("ipv4-addr")),
+        )
     )
-    return out.sort("first_seen", "indicator")
+    by_name = (
+        alarms.filter(pl.col("name").is_not_null())
+        .with_columns(ip=at)
+        .explode("ip")
+        .group_by("name")
+        .agg(*_sightings(), addresses=pl.col("ip").unique().sort())
+        .rename({"name": "indicator"})
+        .with_columns(names=pl.lit([], pl.List(pl.String)), type=pl.lit("domain-name"))
+    )
+    out = pl.concat([by_address.select(_SCHEMA.keys()), by_name.select(_SCHEMA.keys())])
+    return out.select([pl.col(c).cast(t) for c, t in _SCHEMA.items()]).sort(
+        "first_seen", "type", "indicator"
+    )
+
+
+def _sightings() -> list[pl.Expr]:
+    return [
+        pl.col("ts").min().alias("first_seen"),
+        pl.col("ts_end").max().alias("last_seen"),
+        pl.col("src_ip").unique().sort().alias("bots"),
+        pl.col("src_ip").n_unique().cast(pl.UInt32).alias("n_bots"),
+        pl.col("score").max().round(3).alias("score"),
+    ]
 
 
 def to_csv(found: pl.DataFrame) -> str:
-    """``indicator,type,first_seen,last_seen,bots,n_bots,score`` (bots space-separated)."""
+    """``indicator,type,first_seen,last_seen,bots,n_bots,score,names,addresses`` (lists
+    space-separated)."""
     return (
         found.with_columns(
-            pl.col("bots").list.join(" "),
+            pl.col("bots", "names", "addresses").list.join(" "),
             pl.col("first_seen").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
             pl.col("last_seen").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
@@ -106,6 +152,11 @@ def to_stix(found: pl.DataFrame, created: datetime | None = None) -> dict:
     for row in found.iter_rows(named=True):
         value = row["indicator"]
         bots = ", ".join(row["bots"])
+        also = ""
+        if row["names"]:
+            also = f"; reached by the DNS name(s) {', '.join(row['names'])}"
+        if row["addresses"]:
+            also = f"; at {', '.join(row['addresses'])}"
         objects.append(
             {
                 "type": "indicator",
@@ -115,7 +166,7 @@ def to_stix(found: pl.DataFrame, created: datetime | None = None) -> dict:
                 "created": now,
                 "modified": now,
                 "name": f"C2 candidate {value}",
-                "description": f"Beaconed to by {row['n_bots']} internal host(s): {bots}; "
+                "description": f"Beaconed to by {row['n_bots']} internal host(s): {bots}{also}; "
                 f"last seen {_stamp(row['last_seen'])}; beacon score {row['score']}",
                 "indicator_types": ["malicious-activity"],
                 "pattern": f"[{row['type']}:value = '{value}']",

@@ -16,7 +16,7 @@ from flowhawk.diagnostics import Diagnostics
 from flowhawk.engine import DetectionEngine
 from flowhawk.normalize import Normalizer
 from flowhawk.state import StateStore
-from tests.flowbuild import canonical
+from tests.flowbuild import at, canonical
 
 SITES = [
     {"name": "hq", "networks": ["10.10.0.0/16"]},
@@ -109,3 +109,102 @@ def test_a_single_site_says_nothing(tmp_path):
     cfg = _cfg(sites=[], period="1h")
     flows = canonical(_probe("198.51.100.9", ["10.10.0"]) + _background(), cfg)
     assert _run(DetectionEngine(cfg, StateStore(tmp_path)), _hours(flows)).height == 0
+
+
+# -- destinations -----------------------------------------------------------------------
+
+
+def _reach(dst: str, nets: list[str], clients: int, t0: float) -> list[dict]:
+    """``clients`` hosts of each network in ``nets`` open a connection to ``dst``."""
+    return [
+        {"src_ip": f"{net}.{20 + i}", "dst_ip": dst, "dst_port": 443, "t": t0 + 30 * i + 7 * k}
+        for k, net in enumerate(nets)
+        for i in range(clients)
+    ]
+
+
+def _destinations(**n3) -> tuple[config.Config, pl.DataFrame]:
+    cfg = _cfg(period="1h")
+    if n3:
+        cfg = config.from_dict(
+            {
+                "learning": {"period": "1h"},
+                "sites": SITES,
+                "detectors": {m: {"enabled": m == "N3"} | (n3 if m == "N3" else {})
+                              for m in DETECTORS.names()},
+            }
+        )  # fmt: skip
+    rows = _background()  # one host of each site reaches the internet all along
+    rows += _reach("198.51.100.40", ["10.10.0"], 4, 7200)  # hq only: targeted
+    rows += _reach("198.51.100.40", ["10.10.0"], 4, 3 * 3600)  # again: judged already
+    rows += _reach("198.51.100.41", ["10.10.0", "10.20.0"], 3, 7300)  # both sites: random
+    rows += _reach("198.51.100.42", ["10.20.0"], 2, 7400)  # two clients: not judged
+    rows += _reach("198.51.100.43", ["10.20.0"], 5, 600)  # busy while learning: known
+    rows += _reach("198.51.100.43", ["10.20.0"], 5, 7500)
+    return cfg, canonical(rows, cfg)
+
+
+def test_destinations_reached_from_one_site_are_targeted(tmp_path):
+    cfg, flows = _destinations()
+    alarms = _run(DetectionEngine(cfg, StateStore(tmp_path)), _hours(flows)).sort("dst_ip")
+    assert alarms.get_column("dst_ip").to_list() == ["198.51.100.40", "198.51.100.41"]
+    targeted, random = alarms.row(0, named=True), alarms.row(1, named=True)
+    assert targeted["site"] == "hq" and targeted["src_ip"] == "10.10.0.20"
+    assert targeted["score"] >= 0.5 and targeted["observed"].startswith("targeted destination")
+    assert targeted["reason"] == (
+        "198.51.100.40 was reached by 4 internal hosts at site hq (10.10.0.20, 10.10.0.21, "
+        "10.10.0.22, 10.10.0.23; ports 443) and, within the horizon, from 1 of the 2 sites "
+        "that reach the internet: targeted, only this site's hosts go there"
+    )
+    assert random["score"] < 0.5 and "random, other sites reach it too" in random["reason"]
+    assert "6 internal hosts at site hq, plant" in random["reason"]
+    assert "from 2 of the 2 sites" in random["reason"]
+
+
+def test_destinations_need_two_sites_on_the_internet_and_can_be_off(tmp_path):
+    _, flows = _destinations()
+    one_site = _cfg(sites=[], period="1h")
+    flat = canonical(_reach("198.51.100.40", ["10.10.0"], 4, 7200) + _background(), one_site)
+    assert _run(DetectionEngine(one_site, StateStore(tmp_path / "a")), _hours(flat)).height == 0
+    cfg, flows = _destinations(destinations=False)
+    assert _run(DetectionEngine(cfg, StateStore(tmp_path / "b")), _hours(flows)).height == 0
+    hq_only = _cfg(period="1h")
+    rows = [r for r in _background() if r["src_ip"].startswith("10.10.")]
+    rows += _reach("198.51.100.40", ["10.10.0"], 4, 7200)  # the plant never goes outside
+    flows = canonical(rows, hq_only)
+    assert _run(DetectionEngine(hq_only, StateStore(tmp_path / "c")), _hours(flows)).height == 0
+
+
+def test_destination_memory_survives_batching_and_restart(tmp_path):
+    cfg, flows = _destinations()
+    hours = _hours(flows)
+    whole = _run(DetectionEngine(cfg, StateStore(tmp_path / "a")), hours)
+    odd = [flows.slice(i, 13) for i in range(0, flows.height, 13)]
+    assert _run(DetectionEngine(cfg, StateStore(tmp_path / "b")), odd).equals(whole)
+    first = DetectionEngine(cfg, StateStore(tmp_path / "c"))
+    before = _run(first, hours[:2], finish=False)
+    first.checkpoint()
+    after = _run(DetectionEngine(cfg, StateStore(tmp_path / "c")), hours[2:])
+    assert pl.concat([before, after]).sort(pl.all()).equals(whole) and whole.height == 2
+
+
+def test_demo_destinations_once_the_plant_reaches_the_internet(tmp_path):
+    """The demo's plant never goes outside, so its destinations say nothing (above). With
+    a plant host polling a vendor all along and four plant hosts following a lure on day
+    two, day two judges two destinations: the lure, and one of hq's web sites that three
+    hq hosts visited within an hour for the first time (a site-specific habit, scored as
+    targeted too: the classification cannot tell them apart)."""
+    demo = _demo()
+    day = demo.get_column("ts_start").min().replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = [{"src_ip": "10.20.0.5", "dst_ip": "192.0.2.80", "dst_port": 443, "t": float(t)}
+            for t in range(0, 2 * 86400, 600)]  # fmt: skip
+    rows += _reach("192.0.2.99", ["10.20.2"], 4, 86400 + 10 * 3600)
+    extra = canonical(rows, _cfg())
+    extra = extra.with_columns(pl.col("ts_start", "ts_end") + (day - at(0)))
+    flows = pl.concat([demo, extra.select(demo.columns)]).sort("ts_start", maintain_order=True)
+    alarms = _run(DetectionEngine(_cfg(), StateStore(tmp_path)), _hours(flows)).sort("ts")
+    assert alarms.height == 3 and alarms.get_column("src_ip")[2] == PROBER
+    assert alarms.get_column("dst_ip").head(2).to_list() == ["192.0.2.99", "198.51.100.123"]
+    lure = alarms.row(0, named=True)
+    assert lure["site"] == "plant" and lure["score"] >= 0.5
+    assert "4 internal hosts at site plant" in lure["reason"] and "targeted" in lure["reason"]

@@ -8,10 +8,20 @@ beats and other traffic). The explanation gives the period, the jitter, the beat
 the sizes. Communications that were already regular while flowhawk learned
 (monitoring, update checks) are left out (``skip_established``).
 
+Series are kept per server address and, where the client looked the address up by a
+DNS name shortly before (``name_memory``; :mod:`flowhawk.detectors.beacon_names`),
+per name as well: a beacon to a name whose addresses rotate is found as one series,
+and its alarm names the name and lists the addresses (its ``dst_ip`` is the address
+reached last in the window). When the same beats are regular per address and per
+name, only the name series alarms. Names come from DNS only (the run's dns.logs and
+captures, or the collector's followed dns.logs): flows carry no TLS server name.
+
 N2: an external server beaconed to by internal hosts that few internal hosts talk to
 at all (at most ``rare_clients`` within the horizon) is a C2 candidate. Each of its
 bots gets an alarm naming all bots known so far and when the candidate was first
-seen; ``flowhawk c2`` exports the candidates as a blocklist (CSV, STIX 2.1).
+seen; ``flowhawk c2`` exports the candidates as a blocklist (CSV, STIX 2.1). A
+candidate found by its name is named in the alarm, with its addresses, as
+:data:`NAME_OBSERVED` reads them back.
 
 Both read the same beats: the first of them built creates the shared memory with its
 settings (the beat settings of N1 and N2 should agree; N1's decide when both run).
@@ -20,6 +30,7 @@ settings (the beat settings of N1 and N2 should agree; N1's decide when both run
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 import polars as pl
 import pyarrow as pa
@@ -35,10 +46,15 @@ from flowhawk.detectors.base import (
     empty_alarms,
     restore_frame,
 )
-from flowhawk.detectors.beacon_core import KEY, BeaconCore
+from flowhawk.detectors.beacon_core import ADDRESSES_SHOWN, KEY, BeaconCore
 from flowhawk.detectors.clusters_text import seconds, size
 from flowhawk.detectors.text import endpoint, history_span
+from flowhawk.netaddr import NetworkSet
 from flowhawk.settingtypes import Duration
+
+#: How N2's ``observed`` starts for a candidate found by its DNS name: the name, then its
+#: addresses (the latest first; ``+N more`` past the ones shown). Groups: name, addresses.
+NAME_OBSERVED = r"^name (\S+) at ([^;+]*?)(?: \+\d+ more)?;"
 
 
 class BeaconSettings(DetectorSettings):
@@ -68,6 +84,10 @@ class BeaconSettings(DetectorSettings):
         default=True,
         description="Leave out communications already regular while learning.",
     )
+    name_memory: Duration = Field(
+        default=86400.0,
+        description="How long a client's DNS answer names the address it got (name series).",
+    )
 
 
 class C2Settings(BeaconSettings):
@@ -82,6 +102,7 @@ class C2Settings(BeaconSettings):
 
 class _BeaconBase(Detector):
     Settings = BeaconSettings
+    inputs: ClassVar[tuple[str, ...]] = ("flows", "dns")
 
     def __init__(self, settings: DetectorSettings, context: DetectorContext):
         super().__init__(settings, context)
@@ -97,6 +118,8 @@ class _BeaconBase(Detector):
                 min_beats=s.min_beats,
                 outbound_only=s.outbound_only,
                 established_score=s.threshold,
+                name_memory=s.name_memory,
+                internal=NetworkSet([*context.internal.networks, *context.local_scope.networks]),
             ),
         )
         self.core.join(self)
@@ -117,7 +140,7 @@ class _BeaconBase(Detector):
         assert isinstance(self.settings, BeaconSettings)
         if windows.height == 0:
             return windows
-        found = windows.filter(pl.col("score") >= self.settings.threshold)
+        found = windows.filter((pl.col("score") >= self.settings.threshold) & ~pl.col("covered"))
         if self.settings.skip_established:
             found = found.filter(~pl.col("established"))
         return found.filter(pl.col("score") >= self.settings.min_score)
@@ -162,6 +185,35 @@ def _series_text() -> pl.Expr:
     )
 
 
+def _addresses() -> pl.Expr:
+    """A name series' addresses: ``198.51.100.7, 198.51.100.9 +3 more`` (null for an
+    address series)."""
+    more = pl.col("n_addresses") - ADDRESSES_SHOWN
+    return pl.concat_str(
+        pl.col("addresses"),
+        pl.when(more > 0)
+        .then(pl.concat_str(pl.lit(" +"), more.cast(pl.String), pl.lit(" more")))
+        .otherwise(pl.lit("")),
+    )
+
+
+def _server() -> pl.Expr:
+    """The server: ``198.51.100.7:8443/tcp``, or for a name series
+    ``evil.example:8443/tcp (2 addresses: 198.51.100.7, 198.51.100.9)``."""
+    named = pl.concat_str(
+        endpoint(pl.col("dst"), pl.col("dst_port"), pl.col("proto")),
+        pl.lit(" ("),
+        pl.col("n_addresses").cast(pl.String),
+        pl.when(pl.col("n_addresses") == 1)
+        .then(pl.lit(" address: "))
+        .otherwise(pl.lit(" addresses: ")),
+        _addresses(),
+        pl.lit(")"),
+    )
+    address = endpoint(pl.col("dst_ip"), pl.col("dst_port"), pl.col("proto"))
+    return pl.when(pl.col("named")).then(named).otherwise(address)
+
+
 def _common(method: str, title: str) -> dict[str, pl.Expr]:
     return {
         "method": pl.lit(method),
@@ -187,7 +239,7 @@ class Beaconing(_BeaconBase):
         found = self._candidates(windows)
         if found.height == 0:
             return empty_alarms()
-        server = endpoint(pl.col("dst_ip"), pl.col("dst_port"), pl.col("proto"))
+        server = _server()
         threshold = self.settings.threshold
         out = found.select(
             **_common(self.method, self.title),
@@ -210,6 +262,13 @@ class Beaconing(_BeaconBase):
         return conform_alarms(out.sort("ts", "src_ip", "dst_ip", "dst_port"))
 
 
+_BOTS: dict[str, pl.DataType] = {
+    "dst": pl.String(),
+    "src_ip": pl.String(),
+    "first_seen": pl.Int64(),
+}
+
+
 class C2Infrastructure(_BeaconBase):
     """N2: a rare external server that internal hosts beacon to (a C2 candidate)."""
 
@@ -219,9 +278,8 @@ class C2Infrastructure(_BeaconBase):
 
     def __init__(self, settings: DetectorSettings, context: DetectorContext):
         super().__init__(settings, context)
-        self.bots = pl.DataFrame(
-            schema={"dst_ip": pl.String(), "src_ip": pl.String(), "first_seen": pl.Int64()}
-        )
+        # (server address or name, bot) → first seen beaconing
+        self.bots = pl.DataFrame(schema=_BOTS)
 
     def _alarms(self, windows: pl.DataFrame) -> pl.DataFrame:
         assert isinstance(self.settings, C2Settings)
@@ -234,24 +292,33 @@ class C2Infrastructure(_BeaconBase):
             )
         if found.height == 0:
             return empty_alarms()
-        seen = found.group_by("dst_ip", "src_ip").agg(first_seen=pl.col("w_first").min())
+        seen = found.group_by("dst", "src_ip").agg(first_seen=pl.col("w_first").min())
         self.bots = (
             pl.concat([self.bots, seen.select(self.bots.columns)])
-            .group_by("dst_ip", "src_ip")
+            .group_by("dst", "src_ip")
             .agg(pl.col("first_seen").min())
-            .sort("dst_ip", "first_seen", "src_ip")
+            .sort("dst", "first_seen", "src_ip")
         )
-        c2 = self.bots.group_by("dst_ip", maintain_order=True).agg(
+        c2 = self.bots.group_by("dst", maintain_order=True).agg(
             since=pl.col("first_seen").min(),
             n_bots=pl.len(),
             bot_list=pl.col("src_ip").head(10).str.join(", "),
         )
-        found = found.join(c2, on="dst_ip")
+        found = found.join(c2, on="dst")
         since = pl.col("since").cast(UTC_US).dt.strftime("%Y-%m-%d %H:%M UTC")
+        name = pl.when(pl.col("named")).then(
+            pl.concat_str(
+                pl.lit("name "), pl.col("dst"), pl.lit(" at "), _addresses(), pl.lit("; ")
+            )
+        )
+        candidate = pl.when(pl.col("named")).then(
+            pl.concat_str(pl.col("dst"), pl.lit(" ("), _addresses(), pl.lit(")"))
+        )
         out = found.select(
             **_common(self.method, self.title),
             score=pl.col("score"),
             observed=pl.concat_str(
+                name.otherwise(pl.lit("")),
                 pl.col("n_bots").cast(pl.String),
                 pl.lit(" internal host(s) beacon to it: "),
                 pl.col("bot_list"),
@@ -267,7 +334,7 @@ class C2Infrastructure(_BeaconBase):
             expected_value=pl.lit(float(self.settings.rare_clients)),
             threshold=pl.lit(self.settings.threshold),
             reason=pl.concat_str(
-                pl.col("dst_ip"),
+                candidate.otherwise(pl.col("dst_ip")),
                 pl.lit(" is a C2 candidate since "),
                 since,
                 pl.lit(": rare ("),
@@ -289,7 +356,10 @@ class C2Infrastructure(_BeaconBase):
 
     def load_state(self, state: dict[str, pa.Table]) -> None:
         super().load_state({k: v for k, v in state.items() if k != "bots"})
-        self.bots = restore_frame(state.get("bots"), self.bots.schema)
+        bots = state.get("bots")
+        if bots is not None and "dst_ip" in bots.column_names:  # before name series
+            bots = bots.rename_columns(["dst" if c == "dst_ip" else c for c in bots.column_names])
+        self.bots = restore_frame(bots, _BOTS)
 
 
 BEACON_DETECTORS = (Beaconing, C2Infrastructure)
