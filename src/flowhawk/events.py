@@ -2,11 +2,19 @@
 
 A communication is (site, client, server, server port, protocol); windows are
 aligned to the epoch (``events.window``, default one hour). Each alarm contributes
-``weight/100 * score`` (weight per method from its settings); contributions
-combine like independent probabilities, so the event risk is
-``100 * (1 - prod(1 - contribution))``: one strong alarm gives its weight, several
-agreeing alarms push the risk towards 100. Event ids are a hash of the
-communication and window, so the same input and configuration give the same ids.
+``weight/100 * score`` (weight per method from its settings).
+
+Evidence of one kind has diminishing returns: within a method's family (a method
+alone, or related methods judging the same evidence, such as the clustering models
+M10-M25: ``Detector.family``) the contributions are taken strongest first and the
+k-th counts ``0.5**k`` as much (:func:`damped`), so a key that stays a little
+unusual for sixty one-minute buckets, or one change that several related models all
+see, does not add up to certainty. Families then combine like independent
+probabilities: ``risk = 100 * (1 - prod_families(1 - f))``, where ``f`` combines the
+family's damped contributions the same way. One strong alarm gives its weight;
+different kinds of evidence agreeing push the risk towards 100. Event ids are a hash
+of the communication and window, so the same input and configuration give the same
+ids.
 """
 
 from __future__ import annotations
@@ -34,6 +42,32 @@ ALARM_FIELDS = [
     "observed_value",
     "expected_value",
 ]
+
+
+def method_families() -> dict[str, str]:
+    """The risk family of every registered method (its own id unless it shares one)."""
+    return {method: cls.family or method for method, cls in DETECTORS}
+
+
+def damped(contribution: str, *group: str) -> pl.Expr:
+    """``contribution`` scaled by ``0.5**k`` for the k-th strongest (from 0) per ``group``;
+    the frame must already be sorted by the contribution, strongest first."""
+    return pl.col(contribution) * 0.5 ** pl.int_range(pl.len()).over(*group)
+
+
+def family_risk(frame: pl.DataFrame, contribution: str, *key: str) -> pl.DataFrame:
+    """Risk 0-100 per ``key``: damped contributions per family, families combined.
+
+    ``frame`` needs ``key``, ``method`` and ``contribution`` columns."""
+    families = method_families()
+    rows = frame.select(
+        *key,
+        pl.col(contribution).clip(0.0, 1.0),
+        _family=pl.col("method").replace_strict(families, default=pl.col("method")),
+    ).sort(contribution, descending=True, maintain_order=True)
+    rows = rows.with_columns(_damped=damped(contribution, *key, "_family"))
+    per_family = rows.group_by(*key, "_family").agg(_f=combine(pl.col("_damped")) / 100.0)
+    return per_family.group_by(*key).agg(risk=combine(pl.col("_f")))
 
 
 def method_weights(cfg: Config) -> dict[str, float]:
@@ -97,12 +131,16 @@ def build_events(alarms: pl.DataFrame, cfg: Config) -> tuple[pl.DataFrame, pl.Da
         ts_start=pl.col("ts").min(),
         ts_end=pl.col("ts_end").max(),
         direction=pl.col("direction").first(),
-        risk=combine(pl.col("contribution")),
         score=pl.col("score").max(),
         methods=pl.col("method").unique(maintain_order=True),
         reason=pl.col("reason").first(),
         alarms=pl.struct(ALARM_FIELDS),
     )
+    order = events.columns
+    order.insert(order.index("direction") + 1, "risk")
+    events = events.join(
+        family_risk(a, "contribution", *EVENT_KEY), on=EVENT_KEY, how="left", nulls_equal=True
+    ).select(order)
     events = HostGroups(cfg).annotate(events, cfg.events.guarded_boost)
     events = events.filter(pl.col("risk") >= cfg.events.min_risk)
     events = events.with_columns(id=_ids(events)).sort(

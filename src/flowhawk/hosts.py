@@ -4,11 +4,12 @@ An alarm about one host (``entity``, e.g. a new device) adds to that host; any
 other alarm adds to both ends of its communication. A contribution halves every
 ``events.host_half_life`` of event time before the newest event.
 
-Evidence of one kind has diminishing returns: per host and method, the faded
-contributions are taken strongest first and the k-th counts ``0.5**k`` as much, so
-a thousand weak alarms of one method cannot outweigh a few strong, different ones.
-Methods then combine like independent probabilities:
-``risk = 100 * (1 - prod_methods(1 - m))``.
+Evidence of one kind has diminishing returns, as in event risk
+(:func:`flowhawk.events.family_risk`): per host and method family (a method alone,
+or related methods such as the clustering models M10-M25), the faded contributions
+are taken strongest first and the k-th counts ``0.5**k`` as much, so a thousand weak
+alarms of one kind cannot outweigh a few strong, different ones. Families then
+combine like independent probabilities: ``risk = 100 * (1 - prod_families(1 - f))``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from flowhawk import netaddr
-from flowhawk.events import combine
+from flowhawk.events import family_risk
 from flowhawk.netaddr import NetworkSet
 
 HOST_COLUMNS = [
@@ -62,11 +63,7 @@ def rank_hosts(
         on="event_id",
         how="left",
     )
-    rows = rows.sort("faded", descending=True).with_columns(
-        damped=pl.col("faded") * 0.5 ** pl.int_range(pl.len()).over("ip", "method")
-    )
-    per_method = rows.group_by("ip", "method").agg(m=combine(pl.col("damped")) / 100.0)
-    risk = per_method.group_by("ip").agg(risk=combine(pl.col("m")))
+    risk = family_risk(rows, "faded", "ip")
     hosts = (
         rows.group_by("ip")
         .agg(

@@ -228,6 +228,12 @@ class Detector(ABC):
     #: True for methods derived from other methods' alarms when events are built
     #: (:meth:`correlate`), not from flows: their ``score`` returns nothing.
     derived: ClassVar[bool] = False
+    #: Methods that judge the same evidence share a family (e.g. the sixteen
+    #: clustering models M10-M25 of one traffic's behavior); in event and host risk
+    #: a family's alarms have diminishing returns together, so one anomaly seen by
+    #: several related models does not count as several independent findings.
+    #: None: the method is a family of its own.
+    family: ClassVar[str | None] = None
 
     def __init__(self, settings: DetectorSettings, context: DetectorContext):
         self.settings = settings

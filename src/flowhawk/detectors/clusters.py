@@ -140,6 +140,7 @@ class ClusterDetector(BehaviorDetector):
     """One view's behavior vectors (magnitude or velocity) against its clustering model."""
 
     Settings = ClusterSettings
+    family = "M10-M25"
     velocity: ClassVar[bool]
     mixture: ClassVar[bool] = False
 

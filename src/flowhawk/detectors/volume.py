@@ -290,6 +290,7 @@ def _make(
             "method": method,
             "title": title,
             "direction": direction,
+            "family": "M2-M5" if direction == "over" else "M6-M9",
             "metrics": metrics,
             "Settings": settings,
             "__doc__": f"{method}: {title}.",
