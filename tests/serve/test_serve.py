@@ -127,7 +127,8 @@ def test_api_over_tls(tmp_path):
 
 @pytest.mark.slow
 def test_demo_mode_shows_live_events_within_a_minute(tmp_path):
-    """`serve --demo` feeds itself the Acme network: the C2 beacon is an event within 60 s."""
+    """`serve --demo` feeds itself the Acme network: the C2 beacon is an event within 60 s;
+    its DNS arrives live too (N4, N5, names next to addresses)."""
     import time
 
     t0 = time.monotonic()
@@ -144,6 +145,17 @@ def test_demo_mode_shows_live_events_within_a_minute(tmp_path):
         print(f"first C2 event after {took:.0f} s")
         assert took < 60, f"the first C2 event took {took:.0f} s"
         assert found[0]["src_ip"] == "10.10.1.23" and found[0]["site"] == "hq"
+        # the resolver's dns.log is followed live: the DGA burst, the tunnel, names
+        for method, client in (("N4", "10.10.1.23"), ("N5", "10.10.1.35")):
+            (event,) = wait_until(
+                lambda m=method: api.get("/api/v1/events", params={"method": m}).json()["items"],
+                60,
+                f"the demo's {method} event",
+                every=1.0,
+            )
+            assert event["src_ip"] == client
+        c2 = api.get("/api/v1/events", params={"host": "203.0.113.66"}).json()["items"]
+        assert any(e["dst_names"] for e in c2), c2
     finally:
         assert served.stop() == 0, served.output()
 
