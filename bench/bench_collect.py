@@ -43,6 +43,7 @@ from flowhawk.collect.replay import ExportSettings, ExportStream
 from flowhawk.demo import DEMO_DAY, DEMO_SEED
 from flowhawk.demo.simulate import generate
 from flowhawk.diagnostics import Diagnostics
+from flowhawk.memory import reuse_freed_memory
 from flowhawk.normalize import Normalizer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -78,7 +79,7 @@ def build(protocol: str, flows: pa.Table) -> tuple[list[bytes], int]:
     return enc.datagrams, enc.records
 
 
-def decode_ceiling(datagrams: list[bytes]) -> tuple[float, list[pa.Table]]:
+def decode_ceiling(datagrams: list[bytes]) -> tuple[float, list]:
     dec = ExportDecoder()
     dec.decode(datagrams[:256], [0] * min(256, len(datagrams)), ExporterState("w"))  # warm up
     state, tables, n = ExporterState("192.0.2.1"), [], 0
@@ -86,8 +87,8 @@ def decode_ceiling(datagrams: list[bytes]) -> tuple[float, list[pa.Table]]:
     for i in range(0, len(datagrams), 256):
         part = datagrams[i : i + 256]
         res = dec.decode(part, [0] * len(part), state)
-        tables.append(res.flows)
-        n += res.flows.num_rows
+        tables.append(res.records)
+        n += res.num_flows
     return n / (time.perf_counter() - t), tables
 
 
@@ -103,8 +104,8 @@ def end_to_end(datagrams: list[bytes]) -> float:
         for i in range(0, len(datagrams), 256):
             part = datagrams[i : i + 256]
             res = dec.decode(part, [0] * len(part), state)
-            n += res.flows.num_rows
-            ready.append(norm.process(res.flows))
+            n += res.num_flows
+            ready.extend(norm.process(r) for r in res.records)  # as the collector does
             if len(ready) >= 200:
                 ready.append(norm.release())
                 writer.write(pa.concat_tables(ready))
@@ -229,6 +230,7 @@ def main() -> None:
     ap.add_argument("--protocols", default="v5,v9,ipfix")
     args = ap.parse_args()
     print(raise_rmem())
+    reuse_freed_memory()  # as the collector does
     raw = generate(scaled_streams(max(1, args.flows // 110_000)), DEMO_DAY, 48, DEMO_SEED)
     flows = Normalizer(config.load(None), Diagnostics()).process(raw).slice(0, args.flows)
     print(f"{flows.num_rows:,} biflows from the scaled demo network")
@@ -242,7 +244,7 @@ def main() -> None:
             feed = Path(d) / "feed"
             dec, state, counts = ExportDecoder(), ExporterState("x"), []
             for dg in datagrams:  # records per datagram, for the sender's pacing
-                counts.append(dec.decode([dg], [0], state).flows.num_rows)
+                counts.append(dec.decode([dg], [0], state).num_flows)
             write_feed(datagrams, counts, feed)
             nf = highest_lossless(nfcapd_lossless, feed, 100_000)
             fh = highest_lossless(flowhawk_lossless, feed, 50_000)

@@ -8,6 +8,7 @@ reads exactly its own flows, partition by partition in time order.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from collections import defaultdict
@@ -15,11 +16,19 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from flowhawk.schema import FLOW_SCHEMA
+
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+#: Flow columns of (nearly) distinct values: dictionary encoding would only be tried and
+#: dropped, and min/max statistics of record ids prune nothing.
+_PLAIN = frozenset({"ts_start", "ts_end", "src_bytes", "dst_bytes", "flow_id"})
+_NO_STATISTICS = frozenset({"flow_id"})
 
 PARTITIONING = ds.partitioning(
     pa.schema([("date", pa.string()), ("hour", pa.string())]), flavor="hive"
@@ -46,18 +55,32 @@ class ArchiveWriter:
     def write(self, flows: pa.Table) -> None:
         if flows.num_rows == 0:
             return
-        df = pl.from_arrow(flows)
-        assert isinstance(df, pl.DataFrame)
-        # Partition keys by integer arithmetic on the hour, formatted once per hour.
-        hours = df.select(pl.col(self.time_column).dt.epoch("s") // 3600).to_series()
-        df = df.with_columns(_hour=hours)
-        for (hour,), part in df.partition_by("_hour", as_dict=True, maintain_order=True).items():
-            start = datetime.fromtimestamp(int(hour) * 3600, UTC)
+        # Partition keys by integer arithmetic on the hour, formatted once per hour; rows
+        # keep their order within an hour.
+        ts = flows.column(self.time_column).cast(pa.int64()).to_numpy()
+        unit = _PER_SECOND[flows.schema.field(self.time_column).type.unit] * 3600
+        hours = ts // unit
+        first, last = int(hours.min()), int(hours.max())
+        if first == last:
+            parts = [(first, flows)]
+        else:
+            step = np.diff(hours)
+            if (step < 0).any():  # hours interleaved: group them (stable)
+                order = np.argsort(hours, kind="stable")
+                hours, flows = hours[order], flows.take(order)
+                step = np.diff(hours)
+            bounds = [0, *(np.flatnonzero(step) + 1).tolist(), len(hours)]
+            parts = [
+                (int(hours[a]), flows.slice(a, b - a))
+                for a, b in itertools.pairwise(bounds)
+            ]
+        for hour, part in parts:
+            start = datetime.fromtimestamp(hour * 3600, UTC)
             key = (start.strftime("%Y-%m-%d"), start.strftime("%H"))
             folder = self.root / f"date={key[0]}" / f"hour={key[1]}"
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"part-{self.run_id}-{self._seq:05d}.parquet"
-            write_atomic(part.drop("_hour"), path, self.compression)
+            write_table_atomic(part, path, self.compression)
             self.files[key].append(path)
         self._seq += 1
         self.rows += flows.num_rows
@@ -89,6 +112,30 @@ def write_atomic(df: pl.DataFrame, path: Path, compression: str = "lz4") -> None
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
         df.write_parquet(fh, compression=compression, row_group_size=256 * 1024)  # type: ignore[arg-type]
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_table_atomic(table: pa.Table, path: Path, compression: str = "lz4") -> None:
+    """:func:`write_atomic` for an Arrow table, written by pyarrow without a conversion.
+
+    Every column is written as optional (as polars writes them), so files of either
+    writer read back alike; flow columns of nearly distinct values are written plain
+    rather than dictionary-encoded, and record ids without statistics.
+    """
+    schema = pa.schema([f.with_nullable(True) for f in table.schema])
+    names = table.column_names
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        pq.write_table(
+            table.cast(schema),
+            fh,
+            compression=compression,
+            row_group_size=256 * 1024,
+            use_dictionary=[c for c in names if c not in _PLAIN],
+            write_statistics=[c for c in names if c not in _NO_STATISTICS],
+        )
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -16,13 +16,22 @@ lines go to the DNS archive (``DATA/dns``) and to live detection with that rollo
 flows (also when there are no flows); the follower's positions are saved after each
 rollover that read DNS and at every checkpoint, with the passive DNS they added.
 
-The component owns its threads: the receiver's, and (with :meth:`run_in_thread`) a
-processing thread; :meth:`step` can also be driven by hand (tests).
+NetFlow and IPFIX records reach the normalizer as numeric columns
+(:class:`~flowhawk.normalize.rawcolumns.RawColumns`): addresses stay numbers through
+decoding, stitching, orientation and network context, and become text once, for the
+canonical flows of a rollover. Rollovers are archived (and handed to live detection) by
+an archive thread, in order, while the next datagrams decode: Parquet writing releases
+the GIL, so it overlaps on a second core.
+
+The component owns its threads: the receiver's, the archive writer's, and (with
+:meth:`run_in_thread`) a processing thread; :meth:`step` can also be driven by hand
+(tests).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -38,7 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowhawk.archive import ArchiveWriter
-from flowhawk.collect.decode.dispatch import ExportDecoder, protocol_of
+from flowhawk.collect.decode.dispatch import ExportDecoder
 from flowhawk.collect.dnsfollow import DnsFollower
 from flowhawk.collect.inventory import Inventory
 from flowhawk.collect.metrics import CollectorMetrics
@@ -47,6 +56,7 @@ from flowhawk.config import Config
 from flowhawk.diagnostics import Diagnostics
 from flowhawk.dns import passive
 from flowhawk.dns.store import DnsWriter, dns_root
+from flowhawk.memory import reuse_freed_memory
 from flowhawk.normalize import Normalizer
 from flowhawk.schema import FLOW_SCHEMA
 
@@ -57,6 +67,8 @@ log = logging.getLogger("flowhawk.collect")
 
 #: Datagrams decoded per step at most (bounds the latency of one step).
 MAX_BATCH = 20_000
+#: Rollovers waiting for the archive writer at most.
+WRITES_QUEUED = 2
 
 
 @dataclass
@@ -73,6 +85,54 @@ class CollectorTotals:
     dns_bad: int = 0  # their lines that could not be used
 
 
+class _Writer:
+    """One thread that archives rollovers in order while the next ones are decoded.
+
+    Writing Parquet (and fsync) releases the GIL, so on a second core it overlaps the
+    decoding and stitching of the next rollover. At most :data:`WRITES_QUEUED` rollovers
+    wait: beyond that :meth:`put` blocks the processing thread, which then reads no more
+    datagrams (the receive queue and the kernel buffer take the excess, drops counted).
+    A failed write is raised again in the processing thread at the next :meth:`put` or
+    at :meth:`close`, as it was raised when writing was done there.
+    """
+
+    def __init__(self, write: Callable[[pa.Table | None, pa.Table | None], None]):
+        self._write = write
+        self._jobs: queue.Queue = queue.Queue(WRITES_QUEUED)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def put(self, table: pa.Table | None, dns: pa.Table | None) -> None:
+        self._raise()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="flowhawk-archive", daemon=True)
+            self._thread.start()
+        self._jobs.put((table, dns))
+
+    def close(self) -> None:
+        """Wait until every rollover handed over is written."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self._error is not None:
+                continue  # not written after a failure; the failure is raised
+            try:
+                self._write(*job)
+            except BaseException as exc:  # raised in the processing thread
+                log.exception("archiving a rollover failed")
+                self._error = exc
+
+
 class Collector:
     """Receives exports and archives canonical flows under ``<data>/flows``."""
 
@@ -85,6 +145,7 @@ class Collector:
     ):
         self.cfg = cfg
         self.data_dir = data_dir
+        reuse_freed_memory()  # every batch makes and drops arrays of the same sizes
         s = cfg.collect
         self.receiver = Receiver(s.listen, s.socket_buffer, s.queue_limit)
         self.decoder = ExportDecoder()
@@ -122,6 +183,7 @@ class Collector:
         self._last_rollover = self._last_checkpoint = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._writer = _Writer(self._write)
         self.metrics_address: tuple[str, int] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -161,6 +223,7 @@ class Collector:
             flows, _ = self.normalizer.end_input(name)
             self._ready.append(flows)
         self.rollover()
+        self._writer.close()  # everything archived (and handed to detection)
         self.checkpoint()
         if self.dns is not None:
             self.dns.close()
@@ -200,11 +263,11 @@ class Collector:
         self.metrics.bytes.inc(nbytes)
         pending = 0
         for exporter, (datagrams, times) in by_exporter.items():
-            for proto, n in Counter(protocol_of(d) or "unknown" for d in datagrams).items():
-                self.metrics.datagrams.labels(proto).inc(n)
             state = self.inventory.state(exporter)
             lost_before = sum(d.lost for d in state.domains.values())
             result = self.decoder.decode(datagrams, times, state)
+            for proto, n in result.datagrams.items():
+                self.metrics.datagrams.labels(proto).inc(n)
             self.metrics.sequence_lost.inc(
                 sum(d.lost for d in state.domains.values()) - lost_before
             )
@@ -214,8 +277,15 @@ class Collector:
             for reason, n in result.ignored.items():
                 self.metrics.ignored.labels(reason).inc(n)
             self.totals.decode_errors.update(result.errors)
-            flows = result.flows
-            if flows.num_rows:
+            for rec in result.records:  # numeric columns: normalized without text
+                self.totals.flows_decoded += len(rec)
+                self.metrics.flows.labels(rec.input.split(":", 1)[0]).inc(len(rec))
+                self._seen_inputs.add(rec.input)
+                canonical = self.normalizer.process(rec)
+                if canonical.num_rows:
+                    self._ready.append(canonical)
+            if not result.records and result.num_flows:
+                flows = result.flows
                 self._count_flows(flows)
                 self._seen_inputs.update(pc.unique(flows.column("input")).to_pylist())
                 canonical = self.normalizer.process(flows)
@@ -248,16 +318,22 @@ class Collector:
         self._seen_inputs.clear()
 
     def rollover(self) -> None:
-        """Write the flows gathered since the last rollover to the archive."""
+        """Hand the flows gathered since the last rollover to the archive writer."""
         self._last_rollover = time.monotonic()
         ready = [t for t in self._ready if t.num_rows]
         self._ready = []
         dns = self._follow_dns()
-        if not ready:
-            if dns is not None and self.detection is not None:
+        if not ready and (dns is None or self.detection is None):
+            return
+        table = pa.concat_tables(ready) if ready else None
+        self._writer.put(table, dns)
+
+    def _write(self, table: pa.Table | None, dns: pa.Table | None) -> None:
+        """Archive a rollover's flows, then hand them to live detection (writer thread)."""
+        if table is None:
+            if self.detection is not None:
                 self.detection.submit(FLOW_SCHEMA.empty_table(), dns)
             return
-        table = pa.concat_tables(ready)
         files_before = sum(len(v) for v in self.archive.files.values())
         self.archive.write(table)
         if self.detection is not None:

@@ -5,7 +5,9 @@ address, receive time)`` to a queue the collector drains. When the queue holds
 ``queue_limit`` datagrams the thread stops reading: the kernel's socket buffer fills
 and the kernel drops what does not fit. Those drops are read from ``/proc/net/udp``
 and ``/proc/net/udp6`` (the ``drops`` column of each of our sockets), so memory stays
-bounded and every loss is counted.
+bounded and every loss is counted; on stop, what the sockets still hold is read and their
+drops are read before they close. Each datagram is received into one preallocated
+buffer and copied out at its size, and exporter addresses are spelled once each.
 """
 
 from __future__ import annotations
@@ -111,6 +113,9 @@ class Receiver:
         self._room = threading.Event()
         self._room.set()
         self._thread: threading.Thread | None = None
+        self._final_drops: dict[int, int] | None = None  # read when the sockets closed
+        self._buffer = bytearray(65535)  # each datagram is received here, then copied out
+        self._names: dict[str, str] = {}  # exporter address as the kernel gives it -> text
 
     def start(self) -> None:
         try:
@@ -124,10 +129,14 @@ class Receiver:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop receiving: what the sockets hold is read first (queued, whatever the
+        limit), and their drop counts are read before they close, so that nothing sent
+        before the stop is lost uncounted."""
         self._stop.set()
         self._room.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._final_drops = kernel_drops({lst.inode for lst in self.listeners})
         self._close()
 
     def _close(self) -> None:
@@ -148,7 +157,9 @@ class Receiver:
 
     def read_kernel_drops(self) -> int:
         """New kernel drops on our sockets since the last call."""
-        current = kernel_drops({lst.inode for lst in self.listeners})
+        current = self._final_drops
+        if current is None:  # still open
+            current = kernel_drops({lst.inode for lst in self.listeners})
         new = 0
         for lst in self.listeners:
             total = current.get(lst.inode, lst.kernel_drops)
@@ -160,27 +171,44 @@ class Receiver:
         sel = selectors.DefaultSelector()
         for lst in self.listeners:
             sel.register(lst.sock, selectors.EVENT_READ, lst)
-        queue, stats = self.queue, self.stats
+        queue = self.queue
         while not self._stop.is_set():
             if len(queue) >= self.queue_limit:
-                stats.waits += 1
+                self.stats.waits += 1
                 self._room.clear()
                 self._room.wait(0.1)  # let the kernel buffer take the excess (drops counted)
                 continue
             for key, _ in sel.select(timeout=0.2):
-                lst: Listener = key.data
-                recv = lst.sock.recvfrom
-                got = 0
-                for _ in range(READ_BURST):
-                    try:
-                        data, addr = recv(65535)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except OSError:  # socket closed by stop()
-                        return
-                    queue.append((data, exporter_address(addr), time.time_ns() // 1000))
-                    got += 1
-                    stats.bytes += len(data)
-                stats.received += got
-                stats.per_listener[lst.address] = stats.per_listener.get(lst.address, 0) + got
+                if not self._read(key.data, READ_BURST):
+                    return
+        for lst in self.listeners:  # stopping: what the socket holds, whatever the limit
+            self._read(lst, None)
         sel.close()
+
+    def _read(self, lst: Listener, limit: int | None) -> bool:
+        """Queue datagrams of one socket until it would block (or ``limit``); False once
+        the socket is closed."""
+        recv, append, buf = lst.sock.recvfrom_into, self.queue.append, self._buffer
+        view = memoryview(buf)
+        names = self._names
+        got = nbytes = 0
+        ok = True
+        while limit is None or got < limit:
+            try:
+                n, addr = recv(buf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # socket closed by stop()
+                ok = False
+                break
+            name = names.get(addr[0])
+            if name is None:
+                name = names[addr[0]] = exporter_address(addr)
+            append((view[:n].tobytes(), name, time.time_ns() // 1000))
+            got += 1
+            nbytes += n
+        stats = self.stats
+        stats.received += got
+        stats.bytes += nbytes
+        stats.per_listener[lst.address] = stats.per_listener.get(lst.address, 0) + got
+        return ok

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
-from flowhawk.schema import RAW_FLOW_SCHEMA
+from flowhawk.schema import CANONICAL_ADDRESSES, RAW_FLOW_SCHEMA
+
+if TYPE_CHECKING:
+    from flowhawk.normalize.rawcolumns import RawColumns
 
 #: Protocol names as used in metrics, inventory and config.
 NETFLOW5, NETFLOW9, IPFIX, SFLOW5 = "netflow5", "netflow9", "ipfix", "sflow5"
@@ -84,15 +87,53 @@ class ExporterState:
         return state
 
 
-@dataclass
 class DecodeResult:
-    """Output of decoding one batch of datagrams from one exporter."""
+    """Output of decoding one batch of datagrams from one exporter.
 
-    flows: pa.Table  # RAW_FLOW_SCHEMA; exporter column = the exporter address
-    errors: Counter = field(default_factory=Counter)  # reason -> datagrams/sets/records dropped
-    counters: pa.Table | None = None  # sFlow interface counter samples (see sflow module)
-    pending: int = 0  # data records held back waiting for their template
-    ignored: Counter = field(default_factory=Counter)  # reason -> records deliberately not used
+    NetFlow and IPFIX decoders give their flows as numeric columns (``records``, one
+    :class:`~flowhawk.normalize.rawcolumns.RawColumns` per input), which the collector
+    normalizes without text; ``flows`` is the same rows as a raw flow table, made on
+    first use.
+    """
+
+    def __init__(
+        self,
+        flows: pa.Table | None = None,
+        errors: Counter | None = None,
+        counters: pa.Table | None = None,
+        pending: int = 0,
+        ignored: Counter | None = None,
+        records: list[RawColumns] | None = None,
+    ):
+        self._flows = flows
+        self.errors: Counter = Counter() if errors is None else errors  # reason -> dropped
+        self.counters = counters  # sFlow interface counter samples (see sflow module)
+        self.pending = pending  # data records held back waiting for their template
+        self.ignored: Counter = Counter() if ignored is None else ignored  # not used, by reason
+        self.records: list[RawColumns] = records or []  # numeric flows, decoded before `flows`
+        self.datagrams: Counter = Counter()  # datagrams by protocol ("unknown": none)
+
+    @property
+    def flows(self) -> pa.Table:
+        """RAW_FLOW_SCHEMA; exporter column = the exporter address."""
+        if self._flows is None:
+            tables = [r.to_table() for r in self.records]
+            flows = pa.concat_tables(tables) if tables else RAW_FLOW_SCHEMA.empty_table()
+            # formatted from numbers: the normalizer need not re-parse the addresses
+            self._flows = flows.replace_schema_metadata({CANONICAL_ADDRESSES: b"1"})
+        return self._flows
+
+    @flows.setter
+    def flows(self, table: pa.Table) -> None:
+        self._flows = table
+        self.records = []
+
+    @property
+    def num_flows(self) -> int:
+        """Flow rows, without making the table."""
+        if self._flows is not None:
+            return self._flows.num_rows
+        return sum(len(r) for r in self.records)
 
     @classmethod
     def empty(cls) -> DecodeResult:

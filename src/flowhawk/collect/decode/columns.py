@@ -2,8 +2,10 @@
 
 :func:`assemble` turns one template's worth of raw columns (see :mod:`.fields`) and
 per-record context (export time, uptime, sampling, ids) into numeric canonical
-columns; :func:`table` concatenates the parts of a batch and makes the strings
-(addresses, MACs, flow ids) once per batch, vectorized.
+columns; :func:`records` concatenates the parts of a batch into the numeric
+:class:`~flowhawk.normalize.rawcolumns.RawColumns` the collector normalizes (addresses,
+MACs and flow ids stay numbers until the archive), :func:`table` makes them a raw flow
+table (strings written once per batch by numba kernels).
 
 Rules that are decided here:
 
@@ -36,17 +38,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from flowhawk.collect.decode.textcols import ip_strings, joined_numbers, mac_strings
 from flowhawk.collect.decode.timestamps import flow_times
-from flowhawk.schema import ORIENT_START, RAW_FLOW_SCHEMA, TS
+from flowhawk.normalize.rawcolumns import DTYPES, NO_MAC, RawColumns
+from flowhawk.schema import RAW_FLOW_SCHEMA
 
 Part = dict[str, np.ndarray]
 
 _MAPPED = np.uint64(0xFFFF_0000_0000)
 _I64_MAX = np.int64(2**63 - 1)
 _TS_MAX = 253_402_300_799_999_999  # 9999-12-31 23:59:59.999999 UTC, in µs
-_STATES = pa.array(["ignore", "created", "deleted", "denied", "alert", "update"])
-_ORIENT = pa.array([ORIENT_START])
 
 
 def _first(raw: dict[str, np.ndarray], *names: str) -> np.ndarray | None:
@@ -201,29 +201,26 @@ def assemble(raw: dict[str, np.ndarray], ctx: Part, maps: list[dict[str, Any]]) 
         "sbytes": _scaled(fwd_b, rate, n),
         "dpkts": _scaled(rev_p, rate, n),
         "dbytes": _scaled(rev_b, rate, n),
-        "sflags": zeros if flags is None else flags.astype(np.int64) & 0xFFF,
-        "sflags_ok": np.full(n, flags is not None),
-        "dflags": zeros if rflags is None else rflags.astype(np.int64) & 0xFFF,
-        "dflags_ok": np.full(n, rflags is not None),
-        "smac": _first(raw, "src_mac", "post_src_mac"),
-        "dmac": _first(raw, "dst_mac", "post_dst_mac"),
+        "sflags": _flag_column(flags, n),
+        "dflags": _flag_column(rflags, n),
+        "smac": _mac_column(_first(raw, "src_mac", "post_src_mac"), n),
+        "dmac": _mac_column(_first(raw, "dst_mac", "post_dst_mac"), n),
         "uni": np.full(n, not biflow),
         "orient_ok": np.full(n, biflow),
         "sampling": rate,
     }
     vlan = _first(raw, "vlan", "dot1q_vlan")
-    part["vlan"] = zeros if vlan is None else vlan.astype(np.int64) & 0xFFFF
-    part["vlan_ok"] = np.full(n, vlan is not None) & (part["vlan"] != 0)  # 0: untagged
+    if vlan is None:
+        part["vlan"] = np.full(n, -1, dtype=np.int32)
+    else:
+        v = (vlan.astype(np.int64) & 0xFFFF).astype(np.int32)
+        part["vlan"] = np.where(v == 0, -1, v)  # 0: untagged
     event = raw.get("fw_event")
     part["state"] = (
-        np.full(n, -1, dtype=np.int64)
+        np.full(n, -1, dtype=np.int8)
         if event is None
-        else np.where(event <= 5, event.astype(np.int64), -1)
+        else np.where(event <= 5, event.astype(np.int64), -1).astype(np.int8)
     )
-    for side in ("smac", "dmac"):
-        mac = part[side]
-        part[side] = np.zeros((n, 6), dtype=np.uint8) if mac is None else mac
-        part[side + "_ok"] = part[side].any(axis=1)  # all zeros: the exporter did not know
     start, end = flow_times(raw, ctx["export_us"], ctx["uptime_ms"], ctx["sys_init_ms"])
     # Garbage times (a corrupt field, a clock at 0) are kept within 1970..9999, where every
     # consumer (Python datetimes included) can still represent them.
@@ -241,89 +238,81 @@ def assemble(raw: dict[str, np.ndarray], ctx: Part, maps: list[dict[str, Any]]) 
                 ("spkts", "dpkts"),
                 ("sbytes", "dbytes"),
                 ("sflags", "dflags"),
-                ("sflags_ok", "dflags_ok"),
                 ("smac", "dmac"),
-                ("smac_ok", "dmac_ok"),
             ):
-                mask = swap[:, None] if part[a].ndim == 2 else swap
                 part[a], part[b] = (
-                    np.where(mask, part[b], part[a]),
-                    np.where(mask, part[a], part[b]),
+                    np.where(swap, part[b], part[a]),
+                    np.where(swap, part[a], part[b]),
                 )
     for key in ("domain", "seq", "off", "order"):
         part[key] = ctx[key]
     return part
 
 
-_NO_MAC = np.uint64(1 << 63)  # outside 48 bits: "no MAC" for mac_strings
+def _flag_column(flags: np.ndarray | None, n: int) -> np.ndarray:
+    """TCP flags (12 bits) as int16, -1 (null) where the template has none."""
+    if flags is None:
+        return np.full(n, -1, dtype=np.int16)
+    return (flags.astype(np.int64) & 0xFFF).astype(np.int16)
 
 
-def _macs(mac: np.ndarray, ok: np.ndarray) -> pa.Array:
-    if not ok.any():
-        return pa.nulls(len(mac), pa.string())
-    wide = np.zeros((len(mac), 8), dtype=np.uint8)
+def _mac_column(mac: np.ndarray | None, n: int) -> np.ndarray:
+    """MACs (``(n, 6)`` bytes) as 48-bit values; NO_MAC where absent or all zeros (what
+    exporters send when they do not know)."""
+    if mac is None:
+        return np.full(n, NO_MAC, dtype=np.uint64)
+    wide = np.zeros((n, 8), dtype=np.uint8)
     wide[:, 2:] = mac
     values = wide.view(">u8").ravel().astype(np.uint64)
-    return mac_strings(np.where(ok, values, _NO_MAC), _NO_MAC)
+    return np.where(values == 0, NO_MAC, values)
 
 
-def _masked(values: np.ndarray, ok: np.ndarray, dtype: type) -> pa.Array:
-    if not ok.any():
-        return pa.nulls(len(values), pa.from_numpy_dtype(dtype))
-    return pa.array(values.astype(dtype), mask=None if ok.all() else ~ok)
+_KEYS = {  # part key -> RawColumns column
+    "ts_start": "ts_start",
+    "ts_end": "ts_end",
+    "src_hi": "src_hi",
+    "src_lo": "src_lo",
+    "dst_hi": "dst_hi",
+    "dst_lo": "dst_lo",
+    "sport": "src_port",
+    "dport": "dst_port",
+    "proto": "proto",
+    "spkts": "src_pkts",
+    "sbytes": "src_bytes",
+    "dpkts": "dst_pkts",
+    "dbytes": "dst_bytes",
+    "sflags": "src_tcp_flags",
+    "dflags": "dst_tcp_flags",
+    "vlan": "vlan",
+    "smac": "src_mac",
+    "dmac": "dst_mac",
+    "state": "state",
+    "orient_ok": "orient",
+    "uni": "uni",
+    "sampling": "sampling",
+    "domain": "fid_domain",
+    "seq": "fid_seq",
+    "off": "fid_off",
+}
 
 
-def _labels(codes: np.ndarray, labels: pa.Array) -> pa.Array:
-    """``labels[code]``, null where the code is negative."""
-    if (codes < 0).all():
-        return pa.nulls(len(codes), pa.string())
-    return labels.take(pa.array(np.maximum(codes, 0), mask=codes < 0))
+def records(parts: list[Part], protocol: str, exporter: str) -> RawColumns | None:
+    """The batch's parts as numeric columns of one input, in arrival order (None: no rows)."""
+    parts = [p for p in parts if len(p["order"])]
+    if not parts:
+        return None
+    col = parts[0]
+    if len(parts) > 1:
+        order = np.argsort(np.concatenate([p["order"] for p in parts]), kind="stable")
+        col = {k: np.concatenate([p[k] for p in parts])[order] for k in _KEYS}
+    cols = {name: col[key].astype(DTYPES[name], copy=False) for key, name in _KEYS.items()}
+    for side in ("src_mac", "dst_mac"):
+        if (cols[side] == NO_MAC).all():
+            del cols[side]
+    return RawColumns(f"{protocol}://{exporter}", exporter, cols)
 
 
 def table(parts: list[Part], protocol: str, exporter: str) -> pa.Table:
     """One raw-flow table from the batch's parts, in arrival order."""
-    parts = [p for p in parts if len(p["order"])]
-    if not parts:
-        return RAW_FLOW_SCHEMA.empty_table()
-    col = parts[0]
-    if len(parts) > 1:
-        col = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        order = np.argsort(col["order"], kind="stable")
-        col = {k: v[order] for k, v in col.items()}
-    n = len(col["order"])
-    # Text columns by the numba kernels shared with the sFlow decoder (netaddr's spelling):
-    # netaddr.format works per distinct value through Polars, about 1 µs an address.
-    ips = ip_strings(
-        np.concatenate([col["src_hi"], col["dst_hi"]]),
-        np.concatenate([col["src_lo"], col["dst_lo"]]),
-    )
-    flow_id = joined_numbers(col["domain"], col["seq"], col["off"])
-    arrays = {
-        "ts_start": pa.array(col["ts_start"]).view(TS),
-        "ts_end": pa.array(col["ts_end"]).view(TS),
-        "src_ip": ips.slice(0, n),
-        "dst_ip": ips.slice(n),
-        "src_port": pa.array(col["sport"].astype(np.int32)),
-        "dst_port": pa.array(col["dport"].astype(np.int32)),
-        "proto": pa.array(col["proto"].astype(np.int16)),
-        "src_pkts": pa.array(col["spkts"]),
-        "src_bytes": pa.array(col["sbytes"]),
-        "dst_pkts": pa.array(col["dpkts"]),
-        "dst_bytes": pa.array(col["dbytes"]),
-        "src_tcp_flags": _masked(col["sflags"], col["sflags_ok"], np.int16),
-        "dst_tcp_flags": _masked(col["dflags"], col["dflags_ok"], np.int16),
-        "vlan": _masked(col["vlan"], col["vlan_ok"], np.int32),
-        "src_mac": _macs(col["smac"], col["smac_ok"]),
-        "dst_mac": _macs(col["dmac"], col["dmac_ok"]),
-        "service": pa.nulls(n, pa.string()),
-        "state": _labels(col["state"], _STATES),
-        "orient": _labels(np.where(col["orient_ok"], 0, -1), _ORIENT),
-        "uni": pa.array(col["uni"]),
-        "sampling": pa.array(col["sampling"].astype(np.int32)),
-        "exporter": pa.repeat(pa.scalar(exporter, pa.string()), n),
-        "input": pa.repeat(pa.scalar(f"{protocol}://{exporter}", pa.string()), n),
-        "flow_id": flow_id,
-    }
-    # Built with exact types in schema order, so the table is already what schema.conform
-    # would return (and from_arrays checks every type); conform itself costs 0.3 ms a batch.
-    return pa.Table.from_arrays(list(arrays.values()), schema=RAW_FLOW_SCHEMA)
+    got = records(parts, protocol, exporter)
+    return RAW_FLOW_SCHEMA.empty_table() if got is None else got.to_table()

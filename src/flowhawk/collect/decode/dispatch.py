@@ -16,7 +16,7 @@ from flowhawk.collect.decode.base import (
     DecodeResult,
     ExporterState,
 )
-from flowhawk.schema import CANONICAL_ADDRESSES, RAW_FLOW_SCHEMA
+from flowhawk.schema import CANONICAL_ADDRESSES
 
 _DECODERS = {
     NETFLOW5: "flowhawk.collect.decode.netflow5:NetFlow5Decoder",
@@ -60,31 +60,45 @@ class ExportDecoder:
         groups: dict[str, tuple[list[bytes], list[int]]] = {}
         errors: Counter = Counter()
         ignored: Counter = Counter()
-        for data, t in zip(datagrams, recv_us, strict=True):
-            proto = protocol_of(data)
-            if proto is None:
-                errors["unknown protocol version"] += 1
-                continue
-            group = groups.setdefault(proto, ([], []))
-            group[0].append(data)
-            group[1].append(t)
-        tables, counters, pending = [], [], 0
+        first = protocol_of(datagrams[0]) if datagrams else None
+        head = datagrams[0][: 4 if first == SFLOW5 else 2] if first else b""
+        if first is not None and all(len(d) >= 4 and d.startswith(head) for d in datagrams):
+            groups[first] = (datagrams, recv_us)  # one protocol: the common case
+        else:
+            for data, t in zip(datagrams, recv_us, strict=True):
+                proto = protocol_of(data)
+                if proto is None:
+                    errors["unknown protocol version"] += 1
+                    continue
+                group = groups.setdefault(proto, ([], []))
+                group[0].append(data)
+                group[1].append(t)
+        unknown = errors["unknown protocol version"]
+        seen = Counter(
+            {p: len(g[0]) for p, g in groups.items()} | ({"unknown": unknown} if unknown else {})
+        )
+        records, tables, counters, pending = [], [], [], 0
         for proto, (data, times) in groups.items():
             res = self.decoder(proto).decode(data, times, state)
             errors.update(res.errors)
             ignored.update(res.ignored)
             pending += res.pending
-            if res.flows.num_rows:
+            if res.records:
+                records.extend(res.records)
+                tables.append(None)  # its place among the tables, if they are made
+            elif res.num_flows:
                 tables.append(res.flows)
             if res.counters is not None and res.counters.num_rows:
                 counters.append(res.counters)
-        flows = pa.concat_tables(tables) if tables else RAW_FLOW_SCHEMA.empty_table()
+        counter_table = pa.concat_tables(counters) if counters else None
+        if not any(t is not None for t in tables):  # numeric only: the table when asked
+            res = DecodeResult(None, errors, counter_table, pending, ignored, records)
+            res.datagrams = seen
+            return res
+        made = iter(records)
+        whole = [t if t is not None else next(made).to_table() for t in tables]
         # decoders format addresses from numbers: the normalizer need not re-parse them
-        flows = flows.replace_schema_metadata({CANONICAL_ADDRESSES: b"1"})
-        return DecodeResult(
-            flows,
-            errors,
-            pa.concat_tables(counters) if counters else None,
-            pending,
-            ignored,
-        )
+        flows = pa.concat_tables(whole).replace_schema_metadata({CANONICAL_ADDRESSES: b"1"})
+        res = DecodeResult(flows, errors, counter_table, pending, ignored)
+        res.datagrams = seen
+        return res

@@ -108,8 +108,8 @@ class NetFlow5Decoder:
         ctx["order"] = ctx["order"] + ctx["off"]
         ctx["sys_init_ms"] = np.full(n, -1, dtype=np.int64)
         part = columns.assemble(raw, ctx, [])
-        flows = columns.table([part] if part else [], NETFLOW5, state.exporter)
-        return DecodeResult(flows, errors)
+        rec = columns.records([part] if part else [], NETFLOW5, state.exporter)
+        return DecodeResult(None, errors, records=[rec] if rec is not None else [])
 
     @staticmethod
     def _account(

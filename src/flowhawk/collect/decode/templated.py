@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from flowhawk.collect.decode import columns, options, sequence
 from flowhawk.collect.decode.base import DecodeResult, DomainStats, ExporterState
@@ -49,6 +48,7 @@ from flowhawk.collect.decode.templates import (
     to_json,
     values,
 )
+from flowhawk.normalize.rawcolumns import RawColumns
 
 PENDING_SETS = 64
 PENDING_BYTES = 256 * 1024
@@ -138,17 +138,18 @@ class TemplateDecoder:
             except Exception as exc:  # a bug, not bad input: counted, and fuzzed to stay at zero
                 batch.errors[f"decoder bug: {type(exc).__name__}"] += 1
         try:
-            flows = self._finish(batch)
+            rec = self._finish(batch)
         except Exception as exc:
             batch.errors[f"decoder bug: {type(exc).__name__}"] += 1
-            flows = DecodeResult.empty().flows
+            rec = None
         prefix = self.protocol + "/"
         pending = sum(
             len(o.get("pending", ()))
             for k, o in state.options.items()
             if k.startswith(prefix) and isinstance(o, dict)
         )
-        return DecodeResult(flows, batch.errors, None, pending, batch.ignored)
+        records = [rec] if rec is not None else []
+        return DecodeResult(None, batch.errors, None, pending, batch.ignored, records)
 
     def flush(self, state: ExporterState) -> Counter:
         """Drop every data set still waiting for its template (counted as "no template")."""
@@ -161,7 +162,7 @@ class TemplateDecoder:
                 opts["pending"] = []
         return errors
 
-    def _finish(self, batch: _Batch) -> pa.Table:
+    def _finish(self, batch: _Batch) -> RawColumns | None:
         parts = []
         for (tpl, domain), g in batch.groups.items():
             n = sum(g.counts)
@@ -182,7 +183,7 @@ class TemplateDecoder:
             part = columns.assemble(raw, ctx, batch.maps)
             if part is not None:
                 parts.append(part)
-        return columns.table(parts, self.protocol, batch.state.exporter)
+        return columns.records(parts, self.protocol, batch.state.exporter)
 
     # -- one datagram -----------------------------------------------------------------
 
