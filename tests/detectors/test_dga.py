@@ -1,4 +1,5 @@
-"""N4: DGA domains per client and window, from DNS transactions."""
+"""N4: DGA domains per client and window, from DNS transactions: an alarm at the crossing,
+another for the whole window when it closes."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
+from flowhawk import config
 from flowhawk.detectors.base import ALARM_SCHEMA, Batch, DetectorContext
 from flowhawk.detectors.dga import DgaDomains, DgaSettings
 from flowhawk.dns.dga import score_domains, shipped_model
 from flowhawk.dns.schema import DNS_SCHEMA
+from flowhawk.events import build_events
 from flowhawk.netaddr import NetworkSet
 
 T0 = datetime(2024, 5, 2, 8, 50, tzinfo=UTC)
@@ -112,9 +115,17 @@ def test_each_window_alarms_once_and_an_external_resolver_is_north_south():
     names = _random_names(40, seed=5)
     seconds = [i * 15.0 for i in range(40)]  # 10 minutes: two 5-minute windows
     out = _score(_det(), _dns(names, seconds, resolver="8.8.8.8"))
-    assert out.height == 2
+    assert out.height == 2  # at the crossings; both windows are still open
     assert set(out.get_column("direction")) == {"north-south"}
     assert _score(_det(window="10m"), _dns(names, seconds)).height == 1
+    closed = _run(_det(), _dns(names, seconds, resolver="8.8.8.8"))
+    assert closed.get_column("observed_value").to_list() == [5.0, 5.0, 20.0, 20.0]
+
+
+def _run(det: DgaDomains, dns: pl.DataFrame) -> pl.DataFrame:
+    """Alarms of ``dns`` and of the end of the input (which closes open windows)."""
+    out = _score(det, dns)
+    return pl.concat([out, det.finish(T0)])
 
 
 @pytest.mark.parametrize("cuts", [[1], [3, 4], [2, 5, 9, 17, 30]])
@@ -122,7 +133,7 @@ def test_batches_and_restarts_give_the_same_alarms(cuts):
     names = _random_names(40, seed=9)
     seconds = [i * 17.0 for i in range(40)]
     dns = _dns(names, seconds)
-    whole = _score(_det(), dns)
+    whole = _run(_det(), dns)
     det, parts, last = _det(), [], 0
     for cut in [*cuts, dns.height]:
         part = _score(det, dns.slice(last, cut - last))
@@ -130,8 +141,71 @@ def test_batches_and_restarts_give_the_same_alarms(cuts):
         restored = _det()
         restored.load_state(det.state())
         det, last = restored, cut
-    assert pl.concat(parts).equals(whole)
-    assert whole.height >= 2
+    parts.append(det.finish(T0))
+    assert pl.concat(parts).sort(pl.all()).equals(whole.sort(pl.all()))
+    assert whole.height == 4  # two windows: each a crossing and a closing alarm
+
+
+def test_the_closing_alarm_shows_the_whole_burst_and_leads_its_event():
+    """The demo's shape: 38 random names fail within five minutes, the 39th resolves."""
+    model = shipped_model()
+    names = [n for n in _random_names(80, seed=21) if score_domains([n])[0] >= model.dga][:39]
+    nx = _dns(names[:38], [i * 7.0 for i in range(38)])
+    found = _dns(names[38:], [290.0], rcode="NOERROR")
+    later = _dns(["example.com"], [700.0], rcode="NOERROR")  # event time moves on
+    det = _det()
+    out = _score(det, pl.concat([nx, found, later]))
+    assert out.height == 2
+    cross, close = out.row(0, named=True), out.row(1, named=True)
+    assert cross["observed_value"] == 5.0 and "5 NXDOMAIN" in cross["reason"]
+    assert close["observed_value"] == 38.5
+    assert (
+        close["observed"]
+        == "39 random-looking domains (38 NXDOMAIN, 1 resolved) in 290 s, the whole 5m window"
+    )
+    assert f"{names[38]} " in close["reason"] and "resolved" in close["reason"]
+    assert close["reason"].split(f"via resolver {RESOLVER}: ")[1].startswith(f"{names[38]} ")
+    assert "threshold 5 crossed at 08:50:28 with 5.0" in close["reason"]
+    assert close["score"] > cross["score"]
+    for key in ("ts", "site", "src_ip", "dst_ip", "dst_port", "proto", "direction"):
+        assert close[key] == cross[key], key  # the same event
+    assert close["ts_end"] == T0 + timedelta(seconds=290)
+    assert det.finish(T0).height == 0  # reported already
+    events, merged = build_events(out, config.load(None))
+    assert events.height == 1 and merged.height == 2
+    assert events.item(0, "reason") == close["reason"]
+
+
+def test_no_closing_alarm_when_the_burst_stopped_at_the_threshold():
+    names = _random_names(5, seed=2)
+    det = _det()
+    out = _score(
+        det, pl.concat([_dns(names, [0, 1, 2, 3, 4]), _dns(["a.com"], [900.0], "NOERROR")])
+    )
+    assert out.height == 1 and det.finish(T0).height == 0
+    assert det.state()["alarmed"].num_rows == 0  # the closed window is forgotten
+
+
+def test_the_closing_alarm_keeps_the_crossing_resolver():
+    names = _random_names(12, seed=4)
+    first = _dns(names[:6], [0, 1, 2, 3, 4, 5])
+    other = _dns(names[6:], [10, 11, 12, 13, 14, 15], resolver="10.10.0.54")
+    out = _run(_det(), pl.concat([first, other]))
+    assert out.height == 2
+    assert out.get_column("dst_ip").to_list() == [RESOLVER, RESOLVER]
+    assert out.item(1, "observed_value") == 12.0
+
+
+def test_learn_only_finish_and_old_checkpoints():
+    names = _random_names(12, seed=6)
+    det = _det()
+    _score(det, _dns(names, [float(i) for i in range(12)]))
+    assert det.finish(None).height == 0
+    old = _det()  # a checkpoint from before closing alarms: windows that alarmed, no more
+    alarmed = pl.DataFrame({"src_ip": [CLIENT], "window": [T0]}).to_arrow()
+    old.load_state({"rows": det.state()["rows"], "alarmed": alarmed})
+    assert old.finish(T0).height == 0
+    assert old.state()["alarmed"].num_rows == 1
 
 
 def test_bad_input_never_crashes():

@@ -1,4 +1,5 @@
-"""N5, DNS tunneling: name features, windows in event time, state, real tunnel captures."""
+"""N5, DNS tunneling: name features, windows in event time (an alarm at the crossing, the
+whole window when it closes), state, real tunnel captures."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from flowhawk import config
 from flowhawk.detectors.base import ALARM_SCHEMA, Batch, DetectorContext
 from flowhawk.detectors.dns_tunnel import DnsTunnel, DnsTunnelSettings
 from flowhawk.detectors.dns_tunnel_features import NO_TLD, name_features
 from flowhawk.diagnostics import Diagnostics
 from flowhawk.dns import read_dns
 from flowhawk.dns.schema import conform
+from flowhawk.events import build_events
 from flowhawk.netaddr import NetworkSet
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -106,11 +109,21 @@ def test_an_external_resolver_makes_it_north_south():
 
 def test_each_window_alarms_and_a_slow_tunnel_is_seen_in_the_long_window():
     fast = _tunnel(40, every=30.0)  # 20 minutes: two 10-minute windows
-    assert _score(_det(), fast).height == 2
+    det = _det()
+    alarms = _score(det, fast)  # both crossings, and the first window closed
+    assert alarms["observed_value"].to_list() == [6.0, 20.0, 6.0]
+    assert det.finish(T0)["observed_value"].to_list() == [20.0]  # the end closes the second
     slow = _tunnel(60, every=600.0, seed=2)  # one query every 10 minutes for 10 hours
-    alarms = _score(_det(), slow)
+    det = _det()
+    alarms = _score(det, slow)
     assert alarms.height == 1
     assert "within 1 d" in alarms["reason"][0] and alarms["observed_value"][0] == 50.0
+    day = det.finish(T0).row(0, named=True)
+    assert (
+        day["observed_value"] == 60.0
+        and "over its whole 1 d window from 2024-03-01" in (day["reason"])
+    )
+    assert "alarmed at 2024-03-01 20:10:00 with 50 names" in day["reason"]
 
 
 def test_benign_shapes_do_not_alarm():
@@ -159,15 +172,66 @@ def test_min_score_drops_alarms():
 def test_batches_and_restarts_give_the_same_alarms(cuts):
     dns = pl.concat([_tunnel(40, every=30.0), _tunnel(30, every=20.0, domain="b.org", seed=4)])
     dns = dns.sort("ts", maintain_order=True)
-    whole = _score(_det(), dns)
-    assert whole.height >= 3
+    det = _det()
+    whole = pl.concat([_score(det, dns), det.finish(T0)])
+    assert whole.height == 6  # 3 windows alarm: at their crossing, and whole at their end
     det, parts, start = _det(), [], 0
     for cut in [*cuts, dns.height]:
         parts.append(_score(det, dns.slice(start, cut - start)))
         restarted = _det()  # checkpoint and restore after every batch
         restarted.load_state(det.state())
         det, start = restarted, cut
+    parts.append(det.finish(T0))
     assert pl.concat(parts).sort(pl.all()).equals(whole.sort(pl.all()))
+
+
+def test_the_closing_alarm_shows_the_whole_window_and_leads_its_event():
+    tunnel = _tunnel(100, every=5.0)  # 100 queries in 8 min 15 s
+    other = _dns(["www.example.com"], [700.0], qtype=1)  # event time passes the window's end
+    det = _det()
+    alarms = _score(det, pl.concat([tunnel, other]))
+    assert alarms.height == 2
+    cross, close = alarms.row(0, named=True), alarms.row(1, named=True)
+    assert cross["observed_value"] == 6.0 and close["observed_value"] == 100.0
+    assert "100 distinct encoded subdomains of evil-sync.net in 100 queries" in close["observed"]
+    assert close["observed"].endswith(", the whole 10 min window")
+    assert "over its whole 10 min window from 12:00" in close["reason"]
+    assert "alarmed at 12:00:25 with 6 names" in close["reason"]
+    assert close["score"] > cross["score"]
+    for key in ("ts", "site", "src_ip", "dst_ip", "dst_port", "proto", "direction"):
+        assert close[key] == cross[key], key  # the same event
+    assert close["ts_end"] == T0 + timedelta(seconds=495)
+    assert det.finish(T0).height == 0  # reported already, and the window is gone
+    events, merged = build_events(alarms, config.load(None))
+    assert events.height == 1 and merged.height == 2
+    assert events.item(0, "reason") == close["reason"]
+
+
+def test_closing_keeps_the_crossing_resolver_and_needs_more_queries():
+    tunnel = _tunnel(12, every=5.0)
+    moved = tunnel.with_columns(
+        dst_ip=pl.when(pl.int_range(pl.len()) < 8)
+        .then(pl.lit(RESOLVER))
+        .otherwise(pl.lit("10.0.0.54"))
+    )
+    det = _det()
+    out = pl.concat([_score(det, moved), det.finish(T0)])
+    assert out["dst_ip"].to_list() == [RESOLVER, RESOLVER]
+    assert out["observed_value"].to_list() == [6.0, 12.0]
+    just = _det()  # a burst that stops at the threshold has nothing more to report
+    assert _score(just, _tunnel(6)).height == 1 and just.finish(T0).height == 0
+    assert _det().finish(None).height == 0  # learn-only runs never alarm
+
+
+def test_an_old_checkpoint_loads_and_reports_no_closing_alarm():
+    det = _det()
+    _score(det, _tunnel(10))
+    state = det.state()
+    old = state["short_groups"].drop_columns(["last_ts", "rep_n", "rep_score", "server"])
+    restored = _det()
+    restored.load_state(state | {"short_groups": old})
+    assert restored.finish(T0).height == 0
+    assert _score(restored, _tunnel(20).slice(10)).height == 0  # alarmed already
 
 
 def test_learning_counts_without_alarming():

@@ -12,21 +12,34 @@ evidence 1 when an answer was NXDOMAIN and its DGA score (:mod:`flowhawk.dns.dga
 is at least ``name_score``, and as ``resolved_weight`` (0.5) when it resolved with a
 score at least the model's ``dga`` verdict threshold (a generated name that resolved
 may be the controller, but alone it is weaker evidence). When the evidence of a window
-reaches ``min_evidence`` (5) the client alarms, once for that window, at the query that
-crossed it: the alarm names the domains counted so far with their scores (the resolved
-ones first), the time they took and the resolver. Its score is the mean DGA score of
-the counted domains. Names under no public suffix (single labels: a browser's random
+reaches ``min_evidence`` (5) the client alarms at the query that crossed it, so the alarm
+is timely: it names the domains counted so far with their scores (the resolved ones
+first), the time they took and the resolver. Its score is the mean DGA score of the
+counted domains. Names under no public suffix (single labels: a browser's random
 intranet probes; ``.local``, ``corp.lan``) are never counted.
 
+A burst goes on after the threshold: a bot tries dozens of names until one resolves.
+Like Zeek's SumStats (a threshold callback, then the epoch's result), the window that
+alarmed is reported again when it closes (event time one window past its end, the
+grace late answers get), if more domains were counted after the crossing: a *closing*
+alarm of the same client, resolver, port and first query time, so it joins the same
+event, whose observed value and reason cover the whole window (every domain counted,
+over how long, the resolved ones first among the examples, where the threshold was
+crossed). Its score is the crossing's raised towards 1 by the share of the evidence that
+came after it, ``s + (1 - s) * (1 - E_crossing / E_window) / 2``, but at least the whole
+window's mean DGA score: it is higher, so it leads the event. The end of the input
+(``finish``) closes the windows still open.
+
 Nothing is learned (``learns = False``: it alarms from the first query, during the
-learning period too). State: the counted domains of each client's open window and the
-windows that already alarmed, so windows straddling batches give the same alarm as
-one batch would; both are checkpointed as Arrow tables.
+learning period too). State: the counted domains of each client's open windows, the
+windows that alarmed (with what their last alarm reported) and the newest query time,
+so windows straddling batches give the same alarms as one batch would; all are
+checkpointed as Arrow tables.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -62,7 +75,20 @@ _ROWS: dict[str, pl.DataType] = {
     "nx": pl.Boolean(),
     "dga_score": pl.Float64(),
 }
-_ALARMED: dict[str, pl.DataType] = {"src_ip": pl.String(), "window": UTC_US}
+_ALARMED: dict[str, pl.DataType] = {
+    "src_ip": pl.String(),
+    "window": UTC_US,
+    # the crossing alarm's resolver, port and protocol: the closing alarm joins its event
+    "dst_ip": pl.String(),
+    "dst_port": pl.Int32(),
+    "proto": pl.Int16(),
+    "cross_ts": UTC_US,  # the query that crossed the threshold
+    "cross_ev": pl.Float64(),  # evidence at the crossing
+    "rep_ev": pl.Float64(),  # evidence the window's last alarm reported
+    "rep_score": pl.Float64(),  # and that alarm's score
+}
+_NEWEST: dict[str, pl.DataType] = {"newest": UTC_US}
+_WIN = ["src_ip", "window"]
 
 
 class DgaSettings(DetectorSettings):
@@ -107,7 +133,8 @@ class DgaDomains(Detector):
     def __init__(self, settings: DetectorSettings, context: DetectorContext):
         super().__init__(settings, context)
         self.rows = pl.DataFrame(schema=_ROWS)  # counted domains of open windows
-        self.alarmed = pl.DataFrame(schema=_ALARMED)  # windows that already alarmed
+        self.alarmed = pl.DataFrame(schema=_ALARMED)  # open windows that alarmed
+        self.newest: datetime | None = None  # newest query time seen
 
     @property
     def _s(self) -> DgaSettings:
@@ -118,27 +145,100 @@ class DgaDomains(Detector):
         return None
 
     def score(self, batch: Batch) -> pl.DataFrame:
-        new = self._evidence(batch.dns)
-        if new.height == 0:
+        dns = batch.dns
+        if dns.height == 0 or "ts" not in dns.columns:
             return empty_alarms()
+        latest = dns.get_column("ts").cast(UTC_US).max()
+        if not isinstance(latest, datetime):
+            return empty_alarms()
+        new = self._evidence(dns)
+        if self.newest is not None:  # windows already closed: too late to count
+            new = new.filter(pl.col("window") > self._closed_until(self.newest))
+            latest = max(latest, self.newest)
         rows = pl.concat([self.rows, new]).sort(
             "src_ip", "window", "ts", "registered", "query", maintain_order=True
         )
-        rows = rows.unique(["src_ip", "window", "registered"], keep="first", maintain_order=True)
-        rows = rows.join(self.alarmed, on=["src_ip", "window"], how="anti", maintain_order="left")
+        rows = rows.unique([*_WIN, "registered"], keep="first", maintain_order=True)
+        crossing = self._crossings(rows)
+        closed = pl.col("window") <= self._closed_until(latest)
+        closing = self._closing(rows, closed)
+        self.newest = latest
+        self.rows = rows.filter(~closed)
+        self.alarmed = self.alarmed.filter(~closed)
+        return self._finish_alarms([crossing, closing])
+
+    def finish(self, score_from: datetime | None) -> pl.DataFrame:
+        """The input ended: the windows that alarmed and grew since are reported whole
+        (they stay open, so a continued input reports them again only if they grow)."""
+        if score_from is None or self.alarmed.height == 0:
+            return empty_alarms()
+        return self._finish_alarms([self._closing(self.rows, pl.lit(True))])
+
+    def _closed_until(self, latest: datetime) -> datetime:
+        """Windows starting at or before this are closed: event time passed their end by
+        one more window (the grace late answers get)."""
+        return latest - timedelta(seconds=2 * self._s.window)
+
+    def _crossings(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Alarms of the windows whose evidence reaches the threshold, at the query that
+        crossed it; the windows are remembered as alarmed."""
         s = self._s
+        pending = rows.join(self.alarmed.select(_WIN), on=_WIN, how="anti", maintain_order="left")
         weight = pl.when(pl.col("nx")).then(1.0).otherwise(s.resolved_weight)
-        rows = rows.with_columns(_ev=weight.cum_sum().over("src_ip", "window"))
-        crossed = rows.filter(pl.col("_ev") >= s.min_evidence - 1e-9)
-        first = crossed.group_by("src_ip", "window").agg(_cross=pl.col("ts").min())
-        counted = rows.join(first, on=["src_ip", "window"], how="inner").filter(
+        pending = pending.with_columns(_ev=weight.cum_sum().over(_WIN))
+        first = (
+            pending.filter(pl.col("_ev") >= s.min_evidence - 1e-9)
+            .group_by(_WIN)
+            .agg(_cross=pl.col("ts").min())
+        )
+        if first.height == 0:
+            return empty_alarms()
+        counted = pending.join(first, on=_WIN, how="inner").filter(
             pl.col("ts") <= pl.col("_cross")  # every query up to the crossing time
         )
-        alarms = self._alarms(counted) if counted.height else empty_alarms()
-        latest = new.get_column("ts").max()
-        assert isinstance(latest, datetime)
-        self._keep(rows.drop("_ev"), first.select("src_ip", "window"), latest)
-        return alarms
+        g = self._summary(counted.drop("_ev", "_cross"))
+        fresh = g.select(
+            *_WIN,
+            "dst_ip",
+            "dst_port",
+            "proto",
+            cross_ts="ts_end",
+            cross_ev="evidence",
+            rep_ev="evidence",
+            rep_score="score",
+        )
+        self.alarmed = pl.concat([self.alarmed, fresh.cast(_ALARMED)]).sort(_WIN)  # type: ignore[arg-type]
+        return self._describe(g, closing=False)
+
+    def _closing(self, rows: pl.DataFrame, which: pl.Expr) -> pl.DataFrame:
+        """Closing alarms of the alarmed windows ``which`` selects whose evidence grew
+        since their last alarm: the whole window, as the crossing alarm's communication."""
+        due = self.alarmed.filter(which)
+        if due.height == 0:
+            return empty_alarms()
+        g = self._summary(rows.join(due.select(_WIN), on=_WIN, how="semi"))
+        g = g.drop("dst_ip", "dst_port", "proto").join(due, on=_WIN, how="inner")
+        g = g.filter(pl.col("evidence") > pl.col("rep_ev") + 1e-9)
+        if g.height == 0:
+            return empty_alarms()
+        raised = pl.col("rep_score") + (1.0 - pl.col("rep_score")) * 0.5 * (
+            1.0 - pl.col("rep_ev") / pl.col("evidence")
+        )
+        g = g.with_columns(score=pl.max_horizontal(pl.col("score"), raised))
+        reported = g.select(*_WIN, _ev=pl.col("evidence"), _sc=pl.col("score"))
+        self.alarmed = (
+            self.alarmed.join(reported, on=_WIN, how="left", maintain_order="left")
+            .with_columns(
+                rep_ev=pl.coalesce("_ev", "rep_ev"), rep_score=pl.coalesce("_sc", "rep_score")
+            )
+            .drop("_ev", "_sc")
+        )
+        return self._describe(g, closing=True)
+
+    def _finish_alarms(self, parts: list[pl.DataFrame]) -> pl.DataFrame:
+        alarms = pl.concat([p for p in parts if p.height] or [empty_alarms()])
+        alarms = alarms.filter(pl.col("score") >= self._s.min_score)
+        return alarms.sort("ts", "src_ip", maintain_order=True)
 
     def _evidence(self, dns: pl.DataFrame) -> pl.DataFrame:
         """Rows of the batch that count as DGA evidence (see the module docstring)."""
@@ -185,7 +285,10 @@ class DgaDomains(Detector):
         )
         return q.select(list(_ROWS)).cast(_ROWS)  # type: ignore[arg-type]
 
-    def _alarms(self, counted: pl.DataFrame) -> pl.DataFrame:
+    def _summary(self, counted: pl.DataFrame) -> pl.DataFrame:
+        """Per (client, window) of ``counted`` rows: times, counts, evidence, mean DGA
+        score, examples (resolved names first, then the highest scores), the resolver of
+        the last query."""
         s = self._s
         seconds = (pl.col("ts").max() - pl.col("ts").min()).dt.total_seconds()
         example = pl.concat_str(
@@ -197,14 +300,9 @@ class DgaDomains(Detector):
             ]
         )
         counted = counted.sort(
-            "src_ip",
-            "window",
-            "nx",
-            pl.col("dga_score"),
-            "query",
-            descending=[False, False, False, True, False],
+            *_WIN, "nx", "dga_score", "query", descending=[False, False, False, True, False]
         )
-        g = counted.group_by("src_ip", "window", maintain_order=True).agg(
+        g = counted.group_by(_WIN, maintain_order=True).agg(
             ts=pl.col("ts").min(),
             ts_end=pl.col("ts").max(),
             seconds=seconds,
@@ -216,10 +314,15 @@ class DgaDomains(Detector):
             dst_port=pl.col("dst_port").sort_by("ts", "query").last(),
             proto=pl.col("proto").sort_by("ts", "query").last(),
         )
-        g = g.with_columns(
-            evidence=pl.col("n_nx").cast(pl.Float64) + pl.col("n_res") * s.resolved_weight,
-            direction=self._direction(g),
+        return g.with_columns(
+            evidence=pl.col("n_nx").cast(pl.Float64) + pl.col("n_res") * s.resolved_weight
         )
+
+    def _describe(self, g: pl.DataFrame, closing: bool) -> pl.DataFrame:
+        """Alarm rows of :meth:`_summary` rows; ``closing``: the whole window (``g`` also
+        carries the crossing's ``cross_ts`` and ``cross_ev``)."""
+        s = self._s
+        g = g.with_columns(direction=self._direction(g))
         win = format_duration(s.window)
         counts = pl.concat_str(
             [
@@ -237,6 +340,38 @@ class DgaDomains(Detector):
         span = pl.concat_str(
             [pl.col("seconds").round(0).cast(pl.Int64).cast(pl.String), pl.lit(" s")]
         )
+        total = (pl.col("n_nx") + pl.col("n_res")).cast(pl.String)
+        evidence = pl.col("evidence").round(1).cast(pl.String)
+        start = pl.col("window").dt.strftime("%H:%M")
+        if closing:
+            observed = [total, pl.lit(" random-looking domains ("), counts, pl.lit(") in ")]
+            observed += [span, pl.lit(f", the whole {win} window")]
+            detail = [
+                pl.lit(" over its "),
+                pl.lit(win),
+                pl.lit(" window from "),
+                start,
+                pl.lit(" ("),
+                counts,
+                pl.lit("; evidence "),
+                evidence,
+                pl.lit(f", threshold {s.min_evidence:g} crossed at "),
+                pl.col("cross_ts").dt.strftime("%H:%M:%S"),
+                pl.lit(" with "),
+                pl.col("cross_ev").round(1).cast(pl.String),
+                pl.lit(")"),
+            ]
+        else:
+            observed = [total, pl.lit(" random-looking domains ("), counts, pl.lit(") in "), span]
+            detail = [
+                pl.lit(" ("),
+                counts,
+                pl.lit("; evidence "),
+                evidence,
+                pl.lit(f" >= {s.min_evidence:g} in a {win} window from "),
+                start,
+                pl.lit(")"),
+            ]
         alarms = g.select(
             method=pl.lit(self.method),
             name=pl.lit(self.title),
@@ -250,15 +385,7 @@ class DgaDomains(Detector):
             direction="direction",
             score=pl.col("score").clip(0.0, 1.0),
             entity="src_ip",
-            observed=pl.concat_str(
-                [
-                    (pl.col("n_nx") + pl.col("n_res")).cast(pl.String),
-                    pl.lit(" random-looking domains ("),
-                    counts,
-                    pl.lit(") in "),
-                    span,
-                ]
-            ),
+            observed=pl.concat_str(observed),
             expected=pl.lit(
                 f"evidence below {s.min_evidence:g} per {win} (1 per NXDOMAIN domain, "
                 f"{s.resolved_weight:g} per resolved one)"
@@ -270,21 +397,18 @@ class DgaDomains(Detector):
                 [
                     pl.col("src_ip"),
                     pl.lit(" queried "),
-                    (pl.col("n_nx") + pl.col("n_res")).cast(pl.String),
+                    total,
                     pl.lit(" random-looking registered domains in "),
                     span,
-                    pl.lit(" ("),
-                    counts,
-                    pl.lit(f"; evidence {{}} >= {s.min_evidence:g} in a {win} window from "),
-                    pl.col("window").dt.strftime("%H:%M"),
-                    pl.lit(") via resolver "),
+                    *detail,
+                    pl.lit(" via resolver "),
                     pl.col("dst_ip").fill_null("?"),
                     pl.lit(": "),
                     pl.col("examples"),
                 ]
-            ).str.replace("{}", pl.col("evidence").round(1).cast(pl.String), literal=True),
+            ),
         )
-        alarms = alarms.filter(pl.col("score") >= s.min_score).sort("ts", "src_ip")
+        alarms = alarms.sort("ts", "src_ip")
         alarms = alarms.with_columns(site=self.context.site_of(alarms.get_column("src_ip")))
         return conform_alarms(alarms)
 
@@ -302,26 +426,28 @@ class DgaDomains(Detector):
         out = np.where(ci & si, EAST_WEST, np.where(ci | si, NORTH_SOUTH, EXTERNAL))
         return pl.Series("direction", out, dtype=pl.String)
 
-    def _keep(self, rows: pl.DataFrame, alarmed: pl.DataFrame, latest: datetime) -> None:
-        """Carry what later batches of still-open windows need: the counted rows of
-        windows that have not alarmed, the windows that alarmed (one window back too,
-        for rows arriving slightly late)."""
-        horizon = pl.lit(latest, dtype=UTC_US) - pl.duration(
-            microseconds=int(2 * self._s.window * 1_000_000)
-        )
-        open_ = pl.col("window") > horizon
-        rows = rows.join(alarmed, on=["src_ip", "window"], how="anti")
-        self.rows = rows.filter(open_).select(list(_ROWS))
-        self.alarmed = (
-            pl.concat([self.alarmed, alarmed.cast(_ALARMED)])  # type: ignore[arg-type]
-            .filter(open_)
-            .unique(maintain_order=True)
-            .sort("src_ip", "window")
-        )
-
     def state(self) -> dict[str, pa.Table]:
-        return {"rows": self.rows.to_arrow(), "alarmed": self.alarmed.to_arrow()}
+        newest = pl.DataFrame({"newest": [self.newest]}, schema=_NEWEST)
+        return {
+            "rows": self.rows.to_arrow(),
+            "alarmed": self.alarmed.to_arrow(),
+            "newest": newest.to_arrow(),
+        }
 
     def load_state(self, state: dict[str, pa.Table]) -> None:
         self.rows = restore_frame(state.get("rows"), _ROWS)
-        self.alarmed = restore_frame(state.get("alarmed"), _ALARMED)
+        self.alarmed = restore_frame(_with_columns(state.get("alarmed"), _ALARMED), _ALARMED)
+        newest = restore_frame(state.get("newest"), _NEWEST)
+        value = newest.item(0, "newest") if newest.height else None
+        self.newest = value if isinstance(value, datetime) else None
+
+
+def _with_columns(table: pa.Table | None, schema: dict[str, pl.DataType]) -> pa.Table | None:
+    """``table`` with the columns of ``schema`` it lacks as nulls (a checkpoint written
+    before they existed: such windows report no closing alarm)."""
+    if table is None or table.num_rows == 0:
+        return table
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    missing = [pl.lit(None, t).alias(c) for c, t in schema.items() if c not in df.columns]
+    return df.with_columns(missing).to_arrow() if missing else table

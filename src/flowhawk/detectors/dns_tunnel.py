@@ -29,6 +29,18 @@ through the types and lengths. A window alarms at the first query after which it
 50) and a score of at least ``threshold`` (0.5), once per window; the long window
 stays silent for a client and domain the short window already alarmed on that day.
 
+That alarm is timely but tells little of the tunnel: six names of the hundreds it
+moves. Like Zeek's SumStats (a threshold callback, then the epoch's result), a window
+that alarmed is reported again when it closes (event time passed its end, or the input
+ended) if it saw more queries after the crossing: a *closing* alarm with the same
+client, resolver, port and first query time, so it joins the crossing alarm's event,
+with the whole window's counts, bytes and score (and when the threshold was crossed).
+Its score is the window's own, at least the crossing's raised towards 1 by the share of
+the window's queries that came after it, so it leads the event. Both windows do this:
+a 10-minute window's closing alarm comes minutes after the crossing; the one-day
+window's (a slow tunnel) when the day ends, so the event gets the day's whole count
+within the day that live detection keeps a window's alarms.
+
 These numbers were set while looking at the five tunnel captures of the evaluation
 (eval/eval_dns_tunnel.py, 12 to 493 queries each: the smallest, iodine's handshake,
 has 6 encoded names) and at label statistics of popular domains; see eval/README.md.
@@ -44,6 +56,8 @@ and its direction is east-west when that resolver is internal.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -51,6 +65,7 @@ from pydantic import Field
 
 from flowhawk.config import Duration
 from flowhawk.detectors.base import (
+    UTC_US,
     Batch,
     Detector,
     DetectorContext,
@@ -151,40 +166,73 @@ class DnsTunnel(Detector):
 
     def score(self, batch: Batch) -> pl.DataFrame:
         hits = self._step(batch.dns)
-        if hits.height == 0:
+        return self._report([hits] if hits.height else [])
+
+    def _report(self, parts: list[pl.DataFrame]) -> pl.DataFrame:
+        """Alarms of crossing rows and closing windows (:meth:`Windows.closing` rows)."""
+        if not parts:
             return empty_alarms()
+        hits = pl.concat(parts, how="diagonal_relaxed")
         alarms = self._alarms(hits)
         alarms = alarms.filter(pl.col("score") >= self.settings.min_score)
         alarms = alarms.with_columns(site=self.context.site_of(alarms.get_column("src_ip")))
-        return conform_alarms(alarms.sort("ts", "src_ip", "observed", maintain_order=True))
+        alarms = alarms.sort("ts", "src_ip", "ts_end", "observed", maintain_order=True)
+        return conform_alarms(alarms)
+
+    def finish(self, score_from: datetime | None) -> pl.DataFrame:
+        """The input ended: windows that alarmed and grew since are reported whole (they
+        stay open: a continued input reports them again only if they grow further)."""
+        if score_from is None:
+            return empty_alarms()
+        parts = [
+            self.short.closing(window_score(), None).with_columns(level=pl.lit("short")),
+            self.long.closing(window_score(), None).with_columns(level=pl.lit("long")),
+        ]
+        parts = [p.with_columns(final=pl.lit(True)) for p in parts]
+        return self._report([p for p in parts if p.height])
 
     def _step(self, dns: pl.DataFrame) -> pl.DataFrame:
-        """Count a batch into both levels; the rows where a window alarms."""
+        """Count a batch into both levels; the rows where a window alarms, and the windows
+        that alarmed and closed (``final``)."""
         rows = self._rows(dns)
-        if rows.height == 0:
-            return pl.DataFrame()
         s = self._s
-        short = self.short.step(rows, window_score(), self._gate(s.min_encoded), s.min_encoded)
-        blocked = None
-        if short.height:  # a short alarm counts as the long window's alarm from its row on
-            blocked = (
-                short.select(
-                    "client", "domain", win=self.long.window_of(pl.col("ts")), _from=pl.col("_r")
+        parts = []
+        if rows.height:
+            short = self.short.step(rows, window_score(), self._gate(s.min_encoded), s.min_encoded)
+            blocked = None
+            if short.height:  # a short alarm counts as the long window's alarm from its row on
+                blocked = (
+                    short.select(
+                        "client",
+                        "domain",
+                        win=self.long.window_of(pl.col("ts")),
+                        _from=pl.col("_r"),
+                    )
+                    .group_by(KEY)
+                    .agg(pl.col("_from").min())
                 )
-                .group_by(KEY)
-                .agg(pl.col("_from").min())
+            long = self.long.step(
+                rows, window_score(), self._gate(s.long_min_encoded), s.long_min_encoded, blocked
             )
-        long = self.long.step(
-            rows, window_score(), self._gate(s.long_min_encoded), s.long_min_encoded, blocked
-        )
-        newest = int(rows.get_column("ts").dt.epoch("us").max())  # type: ignore[arg-type]
-        self.newest = newest if self.newest is None else max(self.newest, newest)
-        self.short.expire(self.newest)
-        self.long.expire(self.newest)
-        parts = [
-            short.with_columns(level=pl.lit("short")),
-            long.with_columns(level=pl.lit("long")),
-        ]
+            parts += [
+                short.with_columns(level=pl.lit("short")),
+                long.with_columns(level=pl.lit("long")),
+            ]
+        if dns.height and "ts" in dns.columns:  # event time, from every query
+            newest = dns.get_column("ts").dt.epoch("us").max()
+            if isinstance(newest, int):
+                self.newest = newest if self.newest is None else max(self.newest, newest)
+        if self.newest is not None:
+            parts += [
+                self.short.closing(window_score(), self.newest).with_columns(
+                    level=pl.lit("short"), final=pl.lit(True)
+                ),
+                self.long.closing(window_score(), self.newest).with_columns(
+                    level=pl.lit("long"), final=pl.lit(True)
+                ),
+            ]
+            self.short.expire(self.newest)
+            self.long.expire(self.newest)
         parts = [p for p in parts if p.height]
         return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
 
@@ -255,7 +303,42 @@ class DnsTunnel(Detector):
 
     def _alarms(self, hits: pl.DataFrame) -> pl.DataFrame:
         s = self._s
-        hits = hits.with_columns(direction=self._direction(hits))
+        optional = {
+            "final": pl.Boolean(),
+            "ts": UTC_US,
+            "last_ts": UTC_US,
+            "cross_ts": UTC_US,
+            "cross_e": pl.Int64(),
+        }
+        hits = hits.with_columns(
+            pl.lit(None, t).alias(c) for c, t in optional.items() if c not in hits.columns
+        )
+        hits = hits.with_columns(
+            direction=self._direction(hits), final=pl.col("final").fill_null(False)
+        )
+        final = pl.col("final")
+        short = pl.col("level") == "short"
+        start = pl.col("win").cast(UTC_US)
+        since = (
+            pl.when(short).then(start.dt.strftime("%H:%M")).otherwise(start.dt.strftime("%Y-%m-%d"))
+        )
+        crossed = (
+            pl.when(final)
+            .then(
+                pl.concat_str(
+                    [
+                        pl.lit("; alarmed at "),
+                        pl.when(short)
+                        .then(pl.col("cross_ts").dt.strftime("%H:%M:%S"))
+                        .otherwise(pl.col("cross_ts").dt.strftime("%Y-%m-%d %H:%M:%S")),
+                        pl.lit(" with "),
+                        pl.col("cross_e").cast(pl.String),
+                        pl.lit(" names"),
+                    ]
+                )
+            )
+            .otherwise(pl.lit(""))
+        )
         span = (
             pl.when(pl.col("level") == "short")
             .then(pl.lit(_span(s.window)))
@@ -298,6 +381,9 @@ class DnsTunnel(Detector):
                 pl.lit(" % TXT/NULL/CNAME/MX/private"),
                 kb,
                 pl.lit(")"),
+                pl.when(final)
+                .then(pl.concat_str([pl.lit(", the whole "), span, pl.lit(" window")]))
+                .otherwise(pl.lit("")),
             ]
         )
         need = (
@@ -309,7 +395,7 @@ class DnsTunnel(Detector):
             method=pl.lit(self.method),
             name=pl.lit(self.title),
             ts=pl.col("first_ts"),
-            ts_end=pl.col("ts"),
+            ts_end=pl.when(final).then(pl.col("last_ts")).otherwise(pl.col("ts")),
             site=pl.lit("", pl.String),  # the client's site, set below
             src_ip=pl.col("client"),
             dst_ip=pl.col("server").fill_null(""),
@@ -340,8 +426,13 @@ class DnsTunnel(Detector):
                     pl.col("e").cast(pl.String),
                     pl.lit(" distinct encoded subdomains of "),
                     pl.col("domain"),
-                    pl.lit(" within "),
-                    span,
+                    pl.when(final)
+                    .then(
+                        pl.concat_str(
+                            [pl.lit(" over its whole "), span, pl.lit(" window from "), since]
+                        )
+                    )
+                    .otherwise(pl.concat_str([pl.lit(" within "), span])),
                     pl.lit(" ("),
                     pl.col("n").cast(pl.String),
                     pl.lit(" queries, "),
@@ -354,6 +445,7 @@ class DnsTunnel(Detector):
                     kb,
                     pl.lit("; score "),
                     pl.col("score").round(2).cast(pl.String),
+                    crossed,
                     pl.lit(")"),
                     pl.when(pl.col("examples").list.len() > 0)
                     .then(pl.concat_str([pl.lit(", e.g. "), examples]))

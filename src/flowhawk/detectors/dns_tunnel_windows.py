@@ -10,6 +10,11 @@ the same queries give the same alarms however they were cut into batches. A wind
 is dropped once event time (the newest query seen) has passed its end; a query older
 than the windows already dropped is ignored (inputs come sorted by time).
 
+A window that alarmed remembers what its alarm reported (queries, score, the client's
+resolver, port and protocol, when and at how many encoded names it crossed): when it
+closes (:meth:`Windows.closing`, just before it is dropped, or at the end of the input)
+and has more queries than it reported, it is reported again, whole.
+
 Distinct names are remembered as stable 64-bit hashes of (client, domain, window,
 subdomain) (:mod:`flowhawk.keyhash`), 8 bytes a name; a window that only needs the
 distinct *encoded* names (the long window) remembers only those.
@@ -44,8 +49,28 @@ GROUP_SCHEMA: dict[str, pl.DataType] = {
     "win": pl.Int64(),
     **COUNTS,
     "first_ts": UTC_US,
+    "last_ts": UTC_US,  # the window's newest query
     "alarmed": pl.Boolean(),
     "examples": pl.List(pl.String()),
+    # what the window's own last alarm reported (null: it never alarmed by itself)
+    "rep_n": pl.Int64(),
+    "rep_score": pl.Float64(),
+    # the crossing alarm's communication, time and encoded names
+    "server": pl.String(),
+    "port": pl.Int32(),
+    "proto": pl.Int16(),
+    "cross_ts": UTC_US,
+    "cross_e": pl.Int64(),
+}
+#: What a window's crossing alarm leaves in its group (from the crossing row).
+_REPORT = {
+    "rep_n": "n",
+    "rep_score": "score",
+    "server": "server",
+    "port": "port",
+    "proto": "proto",
+    "cross_ts": "ts",
+    "cross_e": "e",
 }
 _KEY_TYPES: dict[str, pl.DataType] = {
     "client": pl.String(),
@@ -124,18 +149,23 @@ class Windows:
         }
         rows = rows.with_columns(**{f"_i_{c}": e for c, e in inc.items()})
         prior = self.groups.drop("examples").rename(
-            {c: f"_p_{c}" for c in [*COUNTS, "first_ts", "alarmed"]}
+            {c: f"_p_{c}" for c in GROUP_SCHEMA if c not in (*KEY, "examples")}
         )
         if blocked is None or blocked.height == 0:
             blocked = pl.DataFrame(schema={**_KEY_TYPES, "_from": pl.Int64()})
         totals = (
             rows.group_by(KEY, maintain_order=True)
-            .agg(*[pl.col(f"_i_{c}").sum().alias(c) for c in inc], _first=pl.col("ts").min())
+            .agg(
+                *[pl.col(f"_i_{c}").sum().alias(c) for c in inc],
+                _first=pl.col("ts").min(),
+                _last=pl.col("ts").max(),
+            )
             .join(prior, on=KEY, how="left")
             .join(blocked, on=KEY, how="left")
             .with_columns(
                 *[(pl.col(c) + pl.col(f"_p_{c}").fill_null(0)).alias(c) for c in inc],
                 first_ts=pl.coalesce("_p_first_ts", "_first"),
+                last_ts=pl.max_horizontal("_p_last_ts", "_last"),
                 _was=pl.col("_p_alarmed").fill_null(False),
             )
         )
@@ -148,12 +178,15 @@ class Windows:
             gate,
         )
         examples = self._examples(rows, hits)
-        crossed = hits.select(*KEY, _c=pl.lit(True))
+        crossed = hits.select(
+            *KEY, _c=pl.lit(True), **{f"_h_{c}": pl.col(h) for c, h in _REPORT.items()}
+        )
         updated = (
             totals.join(crossed, on=KEY, how="left")
             .join(examples.select(*KEY, examples="_keep"), on=KEY, how="left")
             .with_columns(
-                alarmed=pl.col("_was") | pl.col("_from").is_not_null() | pl.col("_c").is_not_null()
+                alarmed=pl.col("_was") | pl.col("_from").is_not_null() | pl.col("_c").is_not_null(),
+                **{c: pl.coalesce(f"_h_{c}", f"_p_{c}") for c in _REPORT},
             )
         )
         untouched = self.groups.join(updated.select(KEY), on=KEY, how="anti")
@@ -227,6 +260,31 @@ class Windows:
             ).list.head(k),
         )
 
+    def closing(self, score: pl.Expr, until_us: int | None) -> pl.DataFrame:
+        """The windows that alarmed by themselves, end at or before ``until_us`` (None:
+        every open one, at the end of the input) and have more queries than their last
+        alarm reported, with their final counts and ``score``: the window's own
+        (``score`` on its counts), at least the reported one raised towards 1 by the share
+        of queries that came after it (so it leads the event). They count as reported."""
+        due = self.groups.filter(pl.col("rep_n").is_not_null() & (pl.col("n") > pl.col("rep_n")))
+        if until_us is not None:
+            due = due.filter(pl.col("win") + self.length_us <= until_us)
+        if due.height == 0:
+            return due.with_columns(score=pl.lit(0.0))
+        raised = pl.col("rep_score") + (1.0 - pl.col("rep_score")) * 0.5 * (
+            1.0 - pl.col("rep_n") / pl.col("n")
+        )
+        due = due.with_columns(score=pl.max_horizontal(score, raised))
+        done = due.select(*KEY, _n=pl.col("n"), _s=pl.col("score"))
+        self.groups = (
+            self.groups.join(done, on=KEY, how="left", maintain_order="left")
+            .with_columns(
+                rep_n=pl.coalesce("_n", "rep_n"), rep_score=pl.coalesce("_s", "rep_score")
+            )
+            .drop("_n", "_s")
+        )
+        return due
+
     def _insert(self, hashes: np.ndarray, wins: np.ndarray) -> None:
         h = np.concatenate([self.hashes, hashes.astype(np.uint64)])
         w = np.concatenate([self.hash_win, wins.astype(np.int64)])
@@ -254,7 +312,7 @@ class Windows:
     def load_state(self, state: dict[str, pa.Table]) -> None:
         groups = state.get(f"{self.level.name}_groups")
         names = state.get(f"{self.level.name}_names")
-        self.groups = restore_frame(groups, GROUP_SCHEMA)
+        self.groups = restore_frame(_with_columns(groups, GROUP_SCHEMA), GROUP_SCHEMA)
         self.hashes = np.zeros(0, dtype=np.uint64)
         self.hash_win = np.zeros(0, dtype=np.int64)
         if names is not None and names.num_rows:
@@ -262,6 +320,17 @@ class Windows:
                 np.asarray(names.column("hash").to_numpy(), dtype=np.uint64),
                 np.asarray(names.column("win").to_numpy(), dtype=np.int64),
             )
+
+
+def _with_columns(table: pa.Table | None, schema: dict[str, pl.DataType]) -> pa.Table | None:
+    """``table`` with the columns of ``schema`` it lacks as nulls (a checkpoint written
+    before they existed: its windows report no closing alarm)."""
+    if table is None or table.num_rows == 0:
+        return table
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    missing = [pl.lit(None, t).alias(c) for c, t in schema.items() if c not in df.columns]
+    return df.with_columns(missing).to_arrow() if missing else table
 
 
 def _member(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:

@@ -11,26 +11,43 @@ open chains are carried from batch to batch in the state and dropped once event 
 passed their end by more than the gap (flows arrive in start order, so nothing can
 extend them any more).
 
-A connection alarms when it reaches ``min_duration`` (one hour), and again each time it
-grows ``growth`` times longer (4 h, 16 h, ...), on the record that crossed; parallel or
+Much of what holds connections open for hours is ordinary: push and notification
+channels, sync clients, mail IDLE, MQTT, video calls, mostly TLS to cloud services. As
+RITA and commercial NDRs do, N7 asks how unusual the duration is *for that destination*
+(the connection's external side, or its server inside the network; an external IPv4
+address stands for its /24, where cloud services rotate addresses) and alarms from a
+``bar``:
+
+* ``min_duration`` (one hour) by default: a long session to a rare destination;
+* ``growth`` times more (4 h, RITA's "low" level) on the ``session_services`` that
+  hold long sessions by design (web and push over 443, 5228, 5223, mail IDLE,
+  MQTT, real-time media; chosen while looking at CTU-Normal 010, see eval/README.md);
+* ``growth`` times more for a *popular* destination, one more than ``popular_clients``
+  internal hosts talked to (:class:`~flowhawk.detectors.popularity.Popularity`, as N8
+  counts, from every flow in learning and scoring, as it stood at the start of the
+  hour, so batches do not change it);
+* at least ``growth`` times the longest connection the destination held during the
+  learning period (``learn_normal``): what it normally does is not news.
+
+A connection alarms when it reaches its bar, and again each time it grows ``growth``
+times longer (level k: ``bar * growth**k``), on the record that crossed; parallel or
 reopened connections of a communication that alarmed within ``repeat_after`` (a day)
-alarm only if they reach a higher level. Score:
-``0.4 + 0.6 * min(1, log24(duration / min_duration))`` (one hour 0.4, a day 1.0), times
-``east_west_factor`` inside the network (database pools and file sessions are long by
-nature; connections leaving or entering it matter more). Communications that had long
-connections during the learning period are normal for the network and do not alarm;
-``ignore_ports`` lists server ports never to report. Destinations in the local scope
-(multicast, broadcast) are left out. The entity is the internal side (the client if
-both are).
+alarm only at a higher level. Score: ``0.4 + 0.6 * min(1, log24(duration / bar))`` (at
+the bar 0.4, a day past it 1.0), times ``east_west_factor`` inside the network
+(database pools and file sessions are long by nature; connections leaving or entering it
+matter more). The reason says why the bar is where it is. ``ignore_ports`` lists server
+ports never to report. Destinations in the local scope (multicast, broadcast) are left
+out. The entity is the internal side (the client if both are).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from flowhawk import netaddr
 from flowhawk.config import Duration
@@ -44,8 +61,9 @@ from flowhawk.detectors.base import (
     empty_alarms,
     restore_frame,
 )
-from flowhawk.detectors.seen import SeenSet
+from flowhawk.detectors.popularity import Popularity, address_hash
 from flowhawk.detectors.text import endpoint
+from flowhawk.detectors.volbaseline import host_hash
 from flowhawk.schema import EAST_WEST
 
 TUPLE = ("site", "src_ip", "src_port", "dst_ip", "dst_port", "proto")
@@ -71,13 +89,57 @@ _ALARMED: dict[str, pl.DataType] = {c: _TYPES[c] for c in COMM} | {
     "level": pl.Int32(),
     "t": pl.Int64(),
 }
-_MAX_LEVELS = 16
+#: Destinations with long connections while learning: the longest (µs).
+_NORMS: dict[str, pl.DataType] = {
+    "dest": pl.String(),
+    "dst_port": pl.Int32(),
+    "proto": pl.Int16(),
+    "longest": pl.Int64(),
+}
+#: (peer, internal host) pairs of the hours not yet counted in the popularity.
+_PENDING: dict[str, pl.DataType] = {"dst": pl.UInt64(), "cli": pl.UInt64(), "hour": pl.Int64()}
+_HOUR = 3_600_000_000
+_PROTOS = {"tcp": 6, "udp": 17, "sctp": 132}
+
+#: Services that hold long sessions by design: web and push over TLS (443, 8443, QUIC),
+#: Google's and Apple's push channels, MQTT over TLS, mail IDLE (IMAPS), XMPP, real-time
+#: media relays (STUN/TURN, Zoom, Jitsi, Google Meet).
+DEFAULT_SESSION_SERVICES: list[str] = [
+    "80/tcp",
+    "443/tcp",
+    "443/udp",
+    "8443/tcp",
+    "5228/tcp",
+    "5223/tcp",
+    "8883/tcp",
+    "993/tcp",
+    "5222/tcp",
+    "3478/udp",
+    "3479/udp",
+    "3480/udp",
+    "3481/udp",
+    "8801/udp",
+    "10000/udp",
+    "19302/udp",
+]
+
+
+def parse_service(spec: str) -> tuple[int, int]:
+    """``"443/tcp"`` as (port, protocol number); ValueError naming the spec otherwise."""
+    port, _, proto = spec.strip().lower().partition("/")
+    if not port.isdigit() or not proto or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{spec!r}: expected PORT/PROTOCOL such as '443/tcp'")
+    if proto.isdigit():
+        return int(port), int(proto)
+    if proto not in _PROTOS:
+        raise ValueError(f"{spec!r}: protocol must be tcp, udp, sctp or a number")
+    return int(port), _PROTOS[proto]
 
 
 class LongConnSettings(DetectorSettings):
     weight: float = Field(default=30.0, ge=0, le=100)
     min_duration: Duration = Field(
-        default=3600.0, description="Connections open at least this long alarm."
+        default=3600.0, description="Connections open at least this long alarm (the base bar)."
     )
     join_gap: Duration = Field(
         default=30.0,
@@ -87,7 +149,10 @@ class LongConnSettings(DetectorSettings):
         ),
     )
     growth: float = Field(
-        default=4.0, gt=1, description="An alarmed connection alarms again this many times longer."
+        default=4.0,
+        gt=1,
+        description="An alarmed connection alarms again this many times longer; also the "
+        "factor a session service or a popular destination raises the bar by.",
     )
     repeat_after: Duration = Field(
         default=86400.0,
@@ -105,13 +170,32 @@ class LongConnSettings(DetectorSettings):
     learn_normal: bool = Field(
         default=True,
         description=(
-            "Communications with long connections during the learning period do not alarm."
+            "Destinations with long connections during the learning period alarm only from "
+            "growth times the longest they held."
         ),
     )
+    session_services: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SESSION_SERVICES),
+        description="Server PORT/PROTOCOL (e.g. '443/tcp') that hold long sessions by "
+        "design: their connections alarm from growth times min_duration.",
+    )
+    popular_clients: int = Field(
+        default=10,
+        ge=1,
+        description="A destination more internal hosts than this talked to is popular: "
+        "its connections alarm from growth times later.",
+    )
+
+    @field_validator("session_services")
+    @classmethod
+    def _services(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            parse_service(spec)
+        return value
 
 
 class LongConnection(Detector):
-    """N7: connections open longer than ``min_duration``."""
+    """N7: connections open longer than usual for their destination."""
 
     method = "N7"
     title = "long connection"
@@ -122,8 +206,15 @@ class LongConnection(Detector):
         assert isinstance(settings, LongConnSettings)
         self.s = settings
         self.chains = pl.DataFrame(schema=_CHAIN)
-        self.normal = SeenSet(COMM, _TYPES)
+        self.norms = pl.DataFrame(schema=_NORMS)
         self.alarmed = pl.DataFrame(schema=_ALARMED)
+        self.popularity = Popularity(settings.popular_clients)
+        self.pending = pl.DataFrame(schema=_PENDING)
+        ports = [parse_service(spec) for spec in settings.session_services]
+        self.services = pl.DataFrame(
+            {"dst_port": [p for p, _ in ports], "proto": [q for _, q in ports]},
+            schema={"dst_port": pl.Int32(), "proto": pl.Int16()},
+        ).unique()
 
     def learn(self, batch: Batch) -> None:
         self._step(batch.flows, scoring=False)
@@ -155,6 +246,8 @@ class LongConnection(Detector):
             scoped = dsts.filter(pl.Series(ok & scope.contains(hi, lo)))
             df = df.filter(~pl.col("dst_ip").is_in(scoped.implode()))
         end = pl.coalesce(pl.col("ts_end").dt.epoch("us"), pl.col("t"))
+        src_in = pl.col("src_internal").fill_null(False)
+        dst_in = pl.col("dst_internal").fill_null(False)
         return df.select(
             *TUPLE,
             "_i",
@@ -164,8 +257,12 @@ class LongConnection(Detector):
             pl.col("dst_bytes").fill_null(0).alias("dst_bytes"),
             (pl.col("src_pkts").fill_null(0) + pl.col("dst_pkts").fill_null(0)).alias("packets"),
             pl.col("direction").fill_null(""),
-            pl.col("src_internal").fill_null(False),
-            pl.col("dst_internal").fill_null(False),
+            src_in.alias("src_internal"),
+            dst_in.alias("dst_internal"),
+            # the destination: the external side, or the server inside the network
+            peer=pl.when(~src_in & dst_in).then("src_ip").otherwise("dst_ip"),
+            # the internal host talking to it (none when neither side is internal)
+            host=pl.when(src_in).then("src_ip").when(dst_in).then("dst_ip"),
         )
 
     def _step(self, flows: pl.DataFrame, scoring: bool) -> pl.DataFrame:
@@ -176,6 +273,7 @@ class LongConnection(Detector):
         if rec.height == 0:
             self._prune(newest)
             return empty_alarms()
+        self._remember_pairs(rec)
         gap = int(self.s.join_gap * 1_000_000)
         carried = self.chains.select(
             *TUPLE,
@@ -212,45 +310,147 @@ class LongConnection(Detector):
             _pk=pl.col("packets").cum_sum().over(chain),
             _level0=pl.col("level").first().over(chain),
         )
-        dur = pl.col("_end") - pl.col("_start")
-        t_us = self.s.min_duration * 1_000_000
-        steps = pl.sum_horizontal(
-            [(dur >= t_us * self.s.growth**j).cast(pl.Int32) for j in range(_MAX_LEVELS)]
-        )
-        rows = rows.with_columns(k=(steps - 1).cast(pl.Int32))
+        t_min = int(self.s.min_duration * 1_000_000)
+        long = rows.filter((pl.col("_i") >= 0) & (pl.col("_end") - pl.col("_start") >= t_min))
+        long = long.join(
+            rec.select("_i", "direction", "src_internal", "dst_internal", "peer", "host"),
+            on="_i",
+        ).with_columns(dest=_dest(pl.col("peer"), pl.col("src_internal") & pl.col("dst_internal")))
         alarms = empty_alarms()
-        crossing = rows.filter(
-            (pl.col("_i") >= 0)
-            & (pl.col("k") > pl.col("_level0"))
-            & (pl.col("_i") == pl.col("_i").min().over([*chain, "k"]))
-        )
         if not scoring:
             if self.s.learn_normal:
-                self.normal.add(crossing.with_columns(ts_start=pl.col("t")))
-        elif crossing.height:
-            if self.s.learn_normal and len(self.normal):
-                crossing = crossing.filter(~pl.Series(self.normal.contains(crossing)))
+                self._learn_norms(long)
+            levels = long.clear().select(*chain, k=pl.lit(0, pl.Int32))
+        else:
+            long = self._levels(long)
+            levels = long.select(*chain, "k")
+            crossing = long.filter(
+                (pl.col("k") >= 0)
+                & (pl.col("k") > pl.col("_level0"))
+                & (pl.col("_i") == pl.col("_i").min().over([*chain, "k"]))
+            )
             crossing = self._once_per_communication(crossing)
             if crossing.height:
-                alarms = self._describe(
-                    crossing.join(
-                        rec.select("_i", "direction", "src_internal", "dst_internal"), on="_i"
-                    )
-                )
-        last = rows.group_by(chain).agg(
-            start=pl.col("_start").last(),
-            end=pl.col("_end").last(),
-            records=pl.col("_records").last(),
-            src_bytes=pl.col("_sb").last(),
-            dst_bytes=pl.col("_db").last(),
-            packets=pl.col("_pk").last(),
-            level=pl.max_horizontal(pl.col("_level0").first(), pl.col("k").max()),
+                alarms = self._describe(crossing)
+        last = (
+            rows.join(
+                levels.group_by(chain).agg(pl.col("k").max()),
+                on=chain,
+                how="left",
+                maintain_order="left",
+            )
+            .group_by(chain)
+            .agg(
+                start=pl.col("_start").last(),
+                end=pl.col("_end").last(),
+                records=pl.col("_records").last(),
+                src_bytes=pl.col("_sb").last(),
+                dst_bytes=pl.col("_db").last(),
+                packets=pl.col("_pk").last(),
+                level=pl.max_horizontal(pl.col("_level0").first(), pl.col("k").max().fill_null(-1)),
+            )
         )
         self.chains = (
             last.select(list(_CHAIN)).cast(_CHAIN).sort([*TUPLE, "start"])  # type: ignore[arg-type]
         )
+        self._fold(None)
         self._prune(newest)
         return alarms
+
+    # -- what is normal for a destination -------------------------------------------------
+
+    def _learn_norms(self, long: pl.DataFrame) -> None:
+        """Remember the longest connection of each destination seen while learning."""
+        if long.height == 0:
+            return
+        seen = long.group_by("dest", "dst_port", "proto").agg(
+            longest=(pl.col("_end") - pl.col("_start")).max()
+        )
+        self.norms = (
+            pl.concat([self.norms, seen.select(list(_NORMS)).cast(_NORMS)])  # type: ignore[arg-type]
+            .group_by("dest", "dst_port", "proto")
+            .agg(pl.col("longest").max())
+            .sort("dest", "dst_port", "proto")
+        )
+
+    def _remember_pairs(self, rec: pl.DataFrame) -> None:
+        """The batch's (peer, internal host) pairs, counted in the popularity once their
+        hour is over (:meth:`_fold`)."""
+        talk = rec.filter(pl.col("host").is_not_null() & (pl.col("host") != pl.col("peer")))
+        if talk.height == 0:
+            return
+        pairs = pl.DataFrame(
+            {
+                "dst": address_hash(talk.get_column("peer")),
+                "cli": host_hash(talk, host="host"),
+                "hour": talk.get_column("t") // _HOUR,
+            },
+            schema=_PENDING,
+        )
+        self.pending = pl.concat([self.pending, pairs]).unique(maintain_order=True)
+
+    def _fold(self, hour: int | None) -> None:
+        """Count the pending pairs of hours before ``hour`` (None: before the newest)."""
+        if self.pending.height == 0:
+            return
+        if hour is None:
+            hour = int(self.pending.get_column("hour").max())  # type: ignore[arg-type]
+        done = self.pending.filter(pl.col("hour") < hour)
+        if done.height:
+            self.popularity.update(
+                done.get_column("dst").to_numpy(), done.get_column("cli").to_numpy()
+            )
+            self.pending = self.pending.filter(pl.col("hour") >= hour)
+
+    def _levels(self, long: pl.DataFrame) -> pl.DataFrame:
+        """Each long row's bar (µs), why it is there, and its level ``k`` (-1 under it)."""
+        s = self.s
+        if long.height == 0:
+            return long.with_columns(
+                bar=pl.lit(0.0),
+                clients=pl.lit(0, pl.Int64),
+                own=pl.lit(False),
+                service=pl.lit(False),
+                longest=pl.lit(None, pl.Int64),
+                k=pl.lit(-1, pl.Int32),
+            )
+        long = long.with_columns(_hour=pl.col("t") // _HOUR).sort("_i")
+        clients = np.zeros(long.height, dtype=np.int64)
+        own = np.zeros(long.height, dtype=bool)
+        for hour in long.get_column("_hour").unique().sort().to_list():
+            self._fold(hour)  # the popularity as it stood at the start of that hour
+            at = (long.get_column("_hour") == hour).to_numpy()
+            part = long.filter(pl.Series(at))
+            clients[at], own[at] = self.popularity.lookup(
+                address_hash(part.get_column("peer")), host_hash(part, host="host")
+            )
+        long = long.with_columns(
+            clients=pl.Series(clients, dtype=pl.Int64), own=pl.Series(own, dtype=pl.Boolean)
+        ).join(
+            self.services.with_columns(service=pl.lit(True)),
+            on=["dst_port", "proto"],
+            how="left",
+            maintain_order="left",
+        )
+        if s.learn_normal:
+            long = long.join(self.norms, on=["dest", "dst_port", "proto"], how="left")
+        else:
+            long = long.with_columns(longest=pl.lit(None, pl.Int64))
+        g = s.growth
+        base = (
+            pl.lit(s.min_duration * 1e6)
+            * pl.when(pl.col("service").fill_null(False)).then(g).otherwise(1.0)
+            * pl.when(pl.col("clients") > s.popular_clients).then(g).otherwise(1.0)
+        )
+        long = long.with_columns(
+            service=pl.col("service").fill_null(False),
+            bar=pl.max_horizontal(base, pl.col("longest").cast(pl.Float64) * g),
+        )
+        dur = (pl.col("_end") - pl.col("_start")).cast(pl.Float64)
+        k = (dur / pl.col("bar")).log() / math.log(g)
+        return long.with_columns(
+            k=pl.when(dur >= pl.col("bar")).then((k + 1e-9).floor()).otherwise(-1).cast(pl.Int32)
+        )
 
     def _once_per_communication(self, crossing: pl.DataFrame) -> pl.DataFrame:
         """Crossings that alarm: a communication that alarmed at a level within
@@ -288,13 +488,12 @@ class LongConnection(Detector):
             self.alarmed = self.alarmed.filter(pl.col("t") >= newest - repeat)
 
     def _describe(self, rows: pl.DataFrame) -> pl.DataFrame:
-        t_min = self.s.min_duration
+        s = self.s
         secs = (pl.col("_end") - pl.col("_start")).cast(pl.Float64) / 1e6
-        bar = pl.lit(t_min) * pl.lit(self.s.growth).pow(pl.col("k").cast(pl.Float64))
-        magnitude = ((secs / t_min).log() / math.log(24.0)).clip(0.0, 1.0)
-        factor = (
-            pl.when(pl.col("direction") == EAST_WEST).then(self.s.east_west_factor).otherwise(1.0)
-        )
+        bar = pl.col("bar") / 1e6
+        level = bar * pl.lit(s.growth).pow(pl.col("k").cast(pl.Float64))
+        magnitude = ((secs / bar).log() / math.log(24.0)).clip(0.0, 1.0)
+        factor = pl.when(pl.col("direction") == EAST_WEST).then(s.east_west_factor).otherwise(1.0)
         entity = (
             pl.when(pl.col("src_internal"))
             .then("src_ip")
@@ -326,10 +525,12 @@ class LongConnection(Detector):
             score=((0.4 + 0.6 * magnitude) * factor).clip(0.0, 1.0),
             entity=entity,
             observed=pl.concat_str([pl.lit("open "), _hours(secs), records]),
-            expected=pl.concat_str([pl.lit("connections shorter than "), _hours(bar)]),
+            expected=pl.concat_str(
+                [pl.lit("connections to this destination shorter than "), _hours(level)]
+            ),
             observed_value=secs,
-            expected_value=bar,
-            threshold=bar,
+            expected_value=level,
+            threshold=level,
             reason=pl.concat_str(
                 [
                     pl.lit("long connection "),
@@ -349,24 +550,85 @@ class LongConnection(Detector):
                     _bytes(pl.col("_db")),
                     pl.lit(" received, "),
                     pl.col("_pk").cast(pl.String),
-                    pl.lit(" packets"),
+                    pl.lit(" packets; alarms from "),
+                    _hours(bar),
+                    pl.lit(" ("),
+                    self._why(),
+                    pl.lit(")"),
                 ]
             ),
         )
         alarms = alarms.sort("ts", "src_ip", "dst_ip", "dst_port", maintain_order=True)
-        return conform_alarms(alarms.filter(pl.col("score") >= self.s.min_score))
+        return conform_alarms(alarms.filter(pl.col("score") >= s.min_score))
+
+    def _why(self) -> pl.Expr:
+        """Why the bar is where it is, readable."""
+        s = self.s
+        clients = pl.col("clients")
+        peer = pl.when(clients > s.popular_clients).then(
+            pl.lit(f"popular: more than {s.popular_clients} internal hosts talk to it")
+        )
+        peer = peer.when(clients == 0).then(pl.lit("no internal host talked to it before"))
+        peer = peer.when((clients == 1) & pl.col("own")).then(
+            pl.lit("only this host talked to it before")
+        )
+        peer = peer.otherwise(
+            pl.concat_str(
+                [
+                    clients.cast(pl.String),
+                    pl.when(clients == 1)
+                    .then(pl.lit(" internal host talked to it before"))
+                    .otherwise(pl.lit(" internal hosts talked to it before")),
+                ]
+            )
+        )
+        service = pl.when(pl.col("service")).then(
+            pl.concat_str(
+                [
+                    pl.col("dst_port").cast(pl.String),
+                    pl.lit("/"),
+                    pl.col("proto").replace_strict(
+                        {v: k for k, v in _PROTOS.items()}, default=pl.col("proto").cast(pl.String)
+                    ),
+                    pl.lit(" holds long sessions by design; "),
+                ]
+            )
+        )
+        learned = pl.when(pl.col("longest").is_not_null()).then(
+            pl.concat_str(
+                [
+                    pl.lit("; its longest while learning "),
+                    _hours(pl.col("longest").cast(pl.Float64) / 1e6),
+                ]
+            )
+        )
+        return pl.concat_str([service.otherwise(pl.lit("")), peer, learned.otherwise(pl.lit(""))])
 
     def state(self) -> dict[str, pa.Table]:
+        pairs, popular = self.popularity.to_arrow()
         return {
             "chains": self.chains.to_arrow(),
-            "normal": self.normal.to_arrow(),
+            "norms": self.norms.to_arrow(),
             "alarmed": self.alarmed.to_arrow(),
+            "popularity_pairs": pairs,
+            "popularity_popular": popular,
+            "pending": self.pending.to_arrow(),
         }
 
     def load_state(self, state: dict[str, pa.Table]) -> None:
         self.chains = restore_frame(state.get("chains"), _CHAIN)
-        self.normal.load(state.get("normal"))
+        self.norms = restore_frame(state.get("norms"), _NORMS)
         self.alarmed = restore_frame(state.get("alarmed"), _ALARMED)
+        self.popularity.load(state.get("popularity_pairs"), state.get("popularity_popular"))
+        self.pending = restore_frame(state.get("pending"), _PENDING)
+
+
+def _dest(peer: pl.Expr, internal: pl.Expr) -> pl.Expr:
+    """A destination's key: an external IPv4 address stands for its /24 (cloud services
+    rotate addresses within their networks); internal servers and IPv6 as they are."""
+    v4 = peer.str.contains(r"^\d+\.\d+\.\d+\.\d+$")
+    net = peer.str.replace(r"\.\d+$", ".0/24")
+    return pl.when(v4 & ~internal).then(net).otherwise(peer)
 
 
 def _hours(seconds: pl.Expr) -> pl.Expr:
