@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from flowhawk.detectors.base import ALARM_SCHEMA, Batch, DetectorContext
 from flowhawk.detectors.tor import Tor, TorSettings
-from flowhawk.detectors.tor_model import FEATURE_COLUMNS, MODEL_FILE, ShapeModel
+from flowhawk.detectors.tor_model import FEATURE_COLUMNS, FEATURES, MODEL_FILE, ShapeModel
 from flowhawk.intel import FeedSettings, load
 from flowhawk.netaddr import NetworkSet
 from tests.flowbuild import canonical
@@ -22,10 +23,11 @@ BRIDGE = "192.0.2.44"  # unlisted
 
 
 def circuit(src: str, dst: str, port: int = 9001, t: float = 0) -> dict:
-    """Half an hour of cells both ways: ~560-byte packets."""
+    """Five minutes of a client's guard connection, as eval/torlab.py's Tor network
+    shows it: cells and ACKs up, cells and full segments down."""
     return {
-        "src_ip": src, "dst_ip": dst, "dst_port": port, "t": t, "dur": 1800.0,
-        "src_pkts": 800, "src_bytes": 800 * 560, "dst_pkts": 3000, "dst_bytes": 3000 * 575,
+        "src_ip": src, "dst_ip": dst, "dst_port": port, "t": t, "dur": 300.0,
+        "src_pkts": 715, "src_bytes": 715 * 436, "dst_pkts": 1091, "dst_bytes": 1091 * 1310,
     }  # fmt: skip
 
 
@@ -65,7 +67,7 @@ def test_listed_relay_alarms(intel):
     assert tor["method"] == "M26" and tor["name"] == "Tor"
     assert tor["score"] > 0.9  # listed on a relay port, Tor-shaped too
     assert tor["reason"].startswith(f"10.0.0.7 → {RELAY}:9001/tcp is a Tor relay (listed by ")
-    assert "tor-nodes" in tor["reason"] and "packets of 560/575 bytes, 30 min" in tor["reason"]
+    assert "tor-nodes" in tor["reason"] and "packets of 436/1310 bytes, 5 min" in tor["reason"]
     assert web["score"] == pytest.approx(0.9)  # 443 is a port relays use; shape is not Tor
 
 
@@ -82,8 +84,10 @@ def test_unlisted_tor_shape_alarms_through_the_model(intel):
     alarm = alarms.row(0, named=True)
     assert alarm["entity"] == "10.0.0.7"
     assert alarm["score"] > 0.9 and alarm["observed_value"] == pytest.approx(alarm["score"])
-    assert "looks like Tor (shape score 0.9" in alarm["reason"]
-    assert alarm["reason"].endswith("to an unlisted address")
+    assert alarm["reason"] == (
+        f"10.0.0.7 → {BRIDGE}:9001/tcp looks like Tor (shape score 1.0: a relay port, "
+        "packets of 436/1310 bytes, 5 min) to an unlisted address"
+    )
 
 
 def test_ordinary_traffic_does_not_alarm(intel):
@@ -140,3 +144,33 @@ def test_shipped_parameters_load(tmp_path):
     custom.write_text(json.dumps({"model": {**model.to_dict(), "threshold": 0.999}}))
     det = Tor(TorSettings(model_file=str(custom)), DetectorContext(NetworkSet([]), NetworkSet([])))
     assert det.threshold == 0.999
+
+
+def _base(**params) -> dict:
+    return {
+        "ports": {"relay": [9001], "tls": [443]}, "cell_band": [180.0, 720.0],
+        "long_seconds": 300.0, "busy_packets": 5000.0, "min_packets": 4, "threshold": 0.5,
+        **params,
+    }  # fmt: skip
+
+
+def test_tree_model_scores_by_its_leaves():
+    # one stump: long <= 0.5 → -2, else +2
+    i = FEATURES.index("long")
+    stump = {"depth": 1, "roots": [0], "feature": [i, -1, -1], "cut": [0.5, 0.0, 0.0],
+             "left": [1, -1, -1], "right": [2, -1, -1], "value": [0.0, -2.0, 2.0]}  # fmt: skip
+    model = ShapeModel.from_dict(_base(trees=stump))
+    assert ShapeModel.from_dict(model.to_dict()) == model
+    rows = [{**circuit("10.0.0.7", BRIDGE), "dur": d} for d in (2.0, 600.0)]
+    rows.append({**circuit("10.0.0.7", BRIDGE), "proto": 17})
+    scores = model.score(canonical(rows).sort("ts_end")).to_list()
+    assert scores[0] == pytest.approx(1 / (1 + math.exp(2)))  # 2 s: log1p(2)/log1p(300) < 0.5
+    assert 0.0 in scores and pytest.approx(1 / (1 + math.exp(-2))) in scores
+
+
+def test_logistic_model_and_bad_files():
+    model = ShapeModel.from_dict(_base(bias=-1.0, weights={"relay_port": 3.0}))
+    scores = model.score(canonical([circuit("10.0.0.7", BRIDGE), https("10.0.0.8", BRIDGE)]))
+    assert sorted(scores.to_list()) == pytest.approx([1 / (1 + math.e), 1 / (1 + math.exp(-2))])
+    with pytest.raises(ValueError, match="unknown features"):
+        ShapeModel.from_dict(_base(weights={"cells": 1.0}))

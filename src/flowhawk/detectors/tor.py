@@ -4,14 +4,20 @@ Two ways a flow becomes a Tor alarm, both per flow and without memory:
 
 * **Listed relay.** A side of the flow is an address the run's intel set lists with
   category ``tor`` (feeds named like ``tor-nodes``, ``tor-exit``). An internal client
-  talking to a relay on a port Tor uses (the model's relay, SOCKS and TLS ports) scores
-  ``listed_score``; any other flow with a listed relay (another port, or a relay, e.g.
-  an exit, as the client of an internal server) scores ``listed_other_score``.
+  talking to a relay on a port Tor uses (the model's relay ports, 443, or a port from
+  10000 up, where many relays and bridges listen) scores ``listed_score``; any other
+  flow with a listed relay (another port, or a relay, e.g. an exit, as the client of
+  an internal server) scores ``listed_other_score``.
 * **Shape.** Relay lists are never complete (bridges are unlisted by design, and lists
-  age), so every TCP flow also gets the shape score of :mod:`.tor_model`: relay ports,
-  cell-sized packets both ways, long-lived, busy, two-way. An unlisted flow alarms when
-  the score reaches the model's threshold (or ``shape_threshold``); a listed flow keeps
-  the larger of its listing score and its shape score.
+  age), so every TCP flow also gets the shape score of :mod:`.tor_model`, a supervised
+  model of Tor's flow shape (server port, packet sizes each way against the cell size,
+  duration, packets, two-way traffic) fitted on real Tor connections captured from a
+  private Tor network against ordinary traffic. An unlisted flow alarms when the score
+  reaches the model's threshold (or ``shape_threshold``); a listed flow keeps the
+  larger of its listing score and its shape score. What the model catches and misses,
+  on relays and captures it never saw, is in eval/README.md: it is strong on long-lived
+  circuits on relay and high ports, weak on short connections on 443, where listed
+  relays remain what M26 relies on.
 
 The alarm's entity is the internal host (the client, or the internal server a relay
 reaches). Nothing is learned: M26 scores from the first flow (``learns = False``), and
@@ -40,7 +46,7 @@ from flowhawk.detectors.text import endpoint, service
 from flowhawk.detectors.tor_model import ShapeModel
 
 TOR = "tor"
-_PORT_TEXT = {"relay": "a relay port", "socks": "a Tor SOCKS port", "tls": "TLS port 443"}
+_PORT_TEXT = {"relay": "a relay port", "tls": "TLS port 443"}
 
 
 class TorSettings(DetectorSettings):
@@ -164,7 +170,9 @@ class Tor(StatelessDetector):
         df = self._listed(self.shape.features(flows))
         to_relay = pl.col("_dst_feeds").is_not_null()
         from_relay = pl.col("_src_feeds").is_not_null() & ~to_relay
-        on_tor_port = (pl.col("tor_port") != "other") & (pl.col("proto") == 6)
+        on_tor_port = ((pl.col("tor_port") != "other") | (pl.col("tor_high_port") > 0)) & (
+            pl.col("proto") == 6
+        )
         listing = (
             pl.when(to_relay & on_tor_port & pl.col("src_internal"))
             .then(pl.lit(s.listed_score))
