@@ -153,7 +153,6 @@ def test_nginx_relaying_an_outsider_into_the_api_is_a_relay(lab):
     cfg_path.write_text(
         '[network]\ninternal = ["10.0.0.0/8"]\n'
         '[[intel.feeds]]\nsource = "feed.txt"\ncategory = "c2"\n'
-        "[detectors.M26]\nenabled = false\n"
     )
     run([pcap], config.load(cfg_path), tmp / "data", tmp / "out")
     events = [json.loads(line) for line in (tmp / "out" / "events.jsonl").open()]
