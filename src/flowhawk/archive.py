@@ -70,10 +70,7 @@ class ArchiveWriter:
                 hours, flows = hours[order], flows.take(order)
                 step = np.diff(hours)
             bounds = [0, *(np.flatnonzero(step) + 1).tolist(), len(hours)]
-            parts = [
-                (int(hours[a]), flows.slice(a, b - a))
-                for a, b in itertools.pairwise(bounds)
-            ]
+            parts = [(int(hours[a]), flows.slice(a, b - a)) for a, b in itertools.pairwise(bounds)]
         for hour, part in parts:
             start = datetime.fromtimestamp(hour * 3600, UTC)
             key = (start.strftime("%Y-%m-%d"), start.strftime("%H"))
