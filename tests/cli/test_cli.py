@@ -210,14 +210,19 @@ def test_demo_main_job(tmp_path):
     assert "What really happened" in res.stdout
     hosts = pl.read_csv(tmp_path / "demo" / "hosts.csv")
     ranked = hosts.get_column("ip").to_list()
-    # Every host among the first seven took part in an incident (scenario.INCIDENTS):
+    # Every host among the first eight took part in an incident (scenario.INCIDENTS):
     # hoarder and file server, silent PLC and its poller, the exfiltrating database,
     # the MQTT broker and its dead sensor, the rogue device, patient zero, the DNS
-    # tunneller, the DNS server tunnelling over ICMP, the Tor user.
+    # tunneller, the DNS server tunnelling over ICMP, the Tor user, the scanner, the
+    # host syncing with a listed server; and the incidents' outside ends: the C2 server,
+    # the Tor relay, the exfiltration's and the rogue device's destinations, the vendor,
+    # the prober, the listed server, the ICMP tunnel's far end.
     incident_hosts = {"10.10.1.31", "10.10.0.20", "10.20.1.15", "10.20.0.5", "10.10.0.30",
                       "10.20.0.7", "10.20.1.53", "10.10.1.250", "10.10.1.23", "10.10.1.35",
-                      "10.10.0.53", "10.10.1.17", "10.10.1.28", "10.10.1.20"}  # fmt: skip
-    assert set(ranked[:7]) <= incident_hosts
+                      "10.10.0.53", "10.10.1.17", "10.10.1.28", "10.10.1.20",
+                      "203.0.113.66", "192.0.2.101", "198.51.100.200", "192.0.2.77",
+                      "192.0.2.150", "198.51.100.250", "198.51.100.140", "192.0.2.99"}  # fmt: skip
+    assert set(ranked[:8]) <= incident_hosts, ranked[:8]
     assert "*" not in ranked  # a view's "any host" is not a host
     # the rogue device's few flows rank it after the hosts of the other incidents, the C2
     # server and the listed file share; patient zero (C2 beacon, DGA, lateral movement) first
