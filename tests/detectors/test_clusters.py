@@ -250,6 +250,49 @@ def test_a_steady_key_alarms_under_its_own_threshold():
     assert used == view_thr and value <= used
 
 
+NIGHTLY = "10.0.8.1"  # a communication active in a few buckets, far from every cluster
+
+
+def _nightly(at: list[datetime]) -> pl.DataFrame:
+    """``NIGHTLY`` moving a hundred times a bulk transfer's packets and bytes."""
+    v = np.array([KINDS["bulk"]] * len(at), dtype=np.float64)
+    v[:, :4] *= 100 * np.random.default_rng(5).lognormal(0, 0.1, size=(len(at), 1))
+    return _rows(NIGHTLY, at, v)
+
+
+def test_a_rare_key_far_from_every_cluster_gets_its_threshold_raised(history):
+    """A key seen in six buckets (a nightly backup) that no cluster describes: its own
+    scores from its second bucket on show it beyond the view's threshold, so its usual
+    bucket does not alarm, while a bucket far beyond its usual still does. Counting only
+    the rows after its first ``min_history`` (one), it kept the view's threshold."""
+    seen = [H0 + timedelta(minutes=10 * i) for i in range(6)]
+    hist = pl.concat([history, _nightly(seen)])
+    usual = _nightly([NOW])
+    beyond = usual.with_columns(
+        pl.col(m) * 1000 for m in ("pkts_out", "pkts_in", "bytes_out", "bytes_in")
+    )
+    values = {}
+    for name, rows in (("view", 10**6), ("erratic", 3)):
+        p = cm.Params(**{**P.__dict__, "erratic_rows": rows})
+        tables = cm.train(hist, MAG, p, NOW)
+        model = cm.Model.from_tables(MAG, tables)
+        assert model is not None
+        for what, row in (("usual", usual), ("beyond", beyond)):
+            prep = prepare(pl.concat([hist, row]), "comm")
+            s = model.score(prep, np.full(prep.n, -1), np.zeros((1, 8), np.float32))
+            last = int(np.flatnonzero(prep.order == hist.height)[0])  # the new row
+            assert s.history[last] == 6
+            values[name, what] = (float(s.value[last]), float(s.threshold[last]))
+        values[name] = tables["info"].item(0, "threshold")
+    value, thr = values["view", "usual"]
+    assert thr == values["view"] and value > thr, "under the view's threshold it alarms"
+    value, thr = values["erratic", "usual"]
+    assert values["erratic"] == values["view"], "the view's threshold is unchanged"
+    assert thr > values["view"] and value <= thr, "its own scores raised its threshold"
+    value, thr = values["erratic", "beyond"]
+    assert value > thr, "a bucket far beyond its usual still alarms"
+
+
 def test_too_little_history_gives_no_model(history):
     assert cm.train(history.head(cm.MIN_ROWS - 1), MAG, P, NOW) == {}
     assert cm.train(history.clear(), MAG, P, NOW) == {}

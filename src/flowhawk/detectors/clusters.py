@@ -20,12 +20,13 @@ distance): far from every normal cluster, or a jump to a cluster this key never 
 both raise it. Keys with fewer than ``min_history`` active buckets never alarm. A row
 alarms when the ratio exceeds the threshold self-tuned to ``false_alarm_budget`` on
 the history (the key's own when it has ``own_threshold_rows`` active buckets, else
-the view's, raised to the key's own where ``erratic_rows`` of them show it higher),
-or the one set in ``threshold`` / ``site_thresholds``; ``score`` is
-``ratio / (1 + ratio)``. Models retrain every ``retrain_every`` of event time, at the
-same times however the buckets were batched, and are checkpointed with their version;
-the velocity methods of a view share the last vector of each key (48 bytes per key,
-:mod:`~flowhawk.detectors.clusters_live`).
+the view's, raised to the key's own where ``erratic_rows`` scored buckets, its first
+few included, show it higher: a key active a few minutes a night, far from every
+cluster, does not alarm on its usual night), or the one set in ``threshold`` /
+``site_thresholds``; ``score`` is ``ratio / (1 + ratio)``. Models retrain every
+``retrain_every`` of event time, at the same times however the buckets were batched,
+and are checkpointed with their version; the velocity methods of a view share the
+last vector of each key (48 bytes per key, :mod:`~flowhawk.detectors.clusters_live`).
 """
 
 from __future__ import annotations
@@ -85,10 +86,11 @@ class ClusterSettings(BehaviorSettings):
         ),
     )
     erratic_rows: int = Field(
-        default=20,
+        default=3,
         ge=1,
         description=(
-            "Active buckets from which a key's own scores can raise (never lower) its "
+            "Scored buckets (its first `min_history` too, but not a first use of a "
+            "cluster among them) from which a key's own scores can raise (never lower) its "
             "threshold above the view's, until it has `own_threshold_rows`."
         ),
     )

@@ -21,11 +21,16 @@ One model per detector (one view, magnitude or velocity, k-means or Gaussian mix
    from the largest of them, as the volume baselines do
    (:func:`~flowhawk.behavior.baseline.tail_threshold`). The view's threshold is set by
    every key's scores, so the noisiest keys decide it: a steady key's change stayed
-   under it however far from its own normal it went. A key with fewer rows but at
-   least ``erratic_rows`` gets the same from its own scores only where it is above the
-   view's: too short a history to trust for a lower threshold, long enough to show
-   that the key is erratic. The alarm rate this gives on the history is measured and
-   kept (``alarm_rate``).
+   under it however far from its own normal it went. A key with fewer rows gets the
+   same from all its scored rows (its first ``min_history`` too, less those that were
+   its first use of a cluster), once it has ``erratic_rows`` of them, only where it is
+   above the view's: too short a history to trust for a lower threshold, long enough
+   to show that the clusters, fitted to the view's many busy keys, do not describe
+   this key. A key active a few minutes a night (a backup: gigabytes in one flow) is
+   far from every cluster every night; under the view's threshold each of its nights
+   alarmed, and with one active bucket a day its eligible rows came too slowly to
+   count. The alarm rate this gives on the history is measured and kept
+   (``alarm_rate``).
 
 The model is plain tables (``info``, ``scaling``, ``clusters``, ``precision`` for the
 mixture, ``keys``); per key it keeps 20 bytes: the key hash, active buckets, the
@@ -83,7 +88,7 @@ class Params:
     seed: int = 0
     jumps: bool = True
     own_rows: int = 2400
-    erratic_rows: int = 20
+    erratic_rows: int = 3
 
 
 def train(history: pl.DataFrame, spec: Spec, p: Params, until: datetime) -> dict[str, pl.DataFrame]:
@@ -240,34 +245,46 @@ def _tune(
 ) -> dict:  # fmt: skip
     """Per-key table and the view threshold, from the history scored as it happened.
 
-    Rows count once their key had ``min_history`` earlier buckets. Jump alarms take
-    their share of the budget first; the ratio threshold lets the rest of it alarm.
+    Rows count once their key had ``min_history`` earlier buckets (eligible rows). Jump
+    alarms take their share of the budget first; the ratio threshold lets the rest of it
+    alarm. A key's own threshold comes from its eligible rows once it has ``own_rows``
+    of them; a key with fewer can only have the view's raised, from all its scored rows
+    (its first ``min_history`` too, but not those among them that were its first use
+    of a cluster: measured to the few clusters it had used, they are far by
+    construction) once it has ``erratic_rows`` of them.
     """
     starts = np.flatnonzero(prep.prev < 0)
     counts = np.diff(np.append(starts, prep.n))
-    rank = np.arange(prep.n) - starts[prep.group]
-    elig = (rank >= p.min_history) & ~np.isnan(own)
-    jump = (jumps(jumped, used, rank, own, p) if p.jumps else np.zeros(prep.n, bool))[elig]
-    v, g = own[elig].astype(np.float64), prep.group[elig]
+    group = prep.group
+    rank = np.arange(prep.n) - starts[group]
+    scored = ~np.isnan(own)
+    jump_all = jumps(jumped, used, rank, own, p) if p.jumps else np.zeros(prep.n, bool)
+    elig = (rank >= p.min_history) & scored
+    jump = jump_all[elig]
+    v, g = own[elig].astype(np.float64), group[elig]
     rest = np.sort(v[~jump])[::-1]
     allowed = max(math.floor(p.budget * len(v)) - int(jump.sum()), 0)
     view_thr = (
         math.inf if len(rest) == 0 else max(p.min_threshold, rest[min(allowed, len(rest) - 1)])
     )
     key_thr = np.zeros(len(starts), dtype=np.float32)
-    per = np.bincount(g[~jump], minlength=len(starts))
-    tuned = np.flatnonzero(per >= min(p.own_rows, p.erratic_rows))
-    if len(tuned):
+    # a key's own scores: its eligible rows once it has own_rows of them (a threshold of
+    # its own, higher or lower than the view's); else every scored row, which can only
+    # raise the view's: too few to trust for a lower threshold, but enough to show that
+    # the clusters do not describe the key (a nightly backup far from every cluster)
+    early = rank < p.min_history  # before min_history, a first use of a cluster is no evidence
+    mine = scored & ~jump_all & ~(early & jumped)
+    own_key = np.bincount(g[~jump], minlength=len(starts)) >= p.own_rows
+    erratic = ~own_key & (np.bincount(group[mine], minlength=len(starts)) >= p.erratic_rows)
+    take = mine & ((own_key[group] & (rank >= p.min_history)) | erratic[group])
+    if take.any():
         qs = (
-            pl.DataFrame({"g": g[~jump], "v": v[~jump]})
-            .filter(pl.col("g").is_in(tuned))
+            pl.DataFrame({"g": group[take], "v": own[take].astype(np.float64)})
             .group_by("g")
             .agg(tail_threshold(pl.col("v"), p.budget))
         )
         gi = qs.get_column("g").to_numpy()
-        # a key's own threshold when its history is long enough; else only where its
-        # own scores put it above the view's (an erratic key)
-        floor = np.where(per[gi] >= p.own_rows, p.min_threshold, view_thr)
+        floor = np.where(own_key[gi], p.min_threshold, view_thr)
         key_thr[gi] = _up32(np.maximum(qs.get_column("v").to_numpy(), floor))
     row_thr = np.where(key_thr[g] > 0, key_thr[g], view_thr)
     alarms = int(jump.sum()) + int((v[~jump] > row_thr[~jump]).sum())
