@@ -240,51 +240,27 @@ class TargetedOrRandom(Detector):
         )
         df = probes.join(spread, on="ext", how="left")
         targeted = pl.col("spread") == 1
-        strength = (pl.col("targets") / (4.0 * self.s.min_targets)).clip(upper_bound=1.0)
-        verdict = pl.when(targeted).then(pl.lit("targeted")).otherwise(pl.lit("random"))
-        out = df.select(
-            method=pl.lit(self.method),
-            name=pl.lit(self.title),
-            ts=pl.col("first").cast(UTC_US),
-            ts_end=pl.max_horizontal("first", "last_end").cast(UTC_US),
-            site="site",
-            src_ip=pl.col("ext"),
-            dst_ip=pl.col("target"),
-            dst_port="dst_port",
-            proto="proto",
-            direction=pl.lit("north-south"),
-            score=pl.when(targeted).then(0.5 + 0.5 * strength).otherwise(0.1 + 0.1 * strength),
-            entity=pl.col("target"),
-            observed=pl.concat_str(
-                verdict,
-                pl.lit(": reached "),
-                pl.col("spread").cast(pl.String),
-                pl.lit(f" of {n_sites} sites ("),
-                pl.col("where"),
-                pl.lit(")"),
-            ),
-            expected=pl.lit(f"internet background reaches all {n_sites} sites alike"),
-            observed_value=pl.col("spread").cast(pl.Float64),
-            expected_value=pl.lit(float(n_sites)),
-            threshold=pl.lit(1.0),
-            reason=pl.concat_str(
-                pl.col("ext"),
-                pl.lit(" reached "),
-                pl.col("targets").cast(pl.String),
-                pl.lit(" internal hosts at site "),
-                pl.col("here"),
-                pl.lit(" (ports "),
-                pl.col("ports"),
-                pl.lit(") and, within the horizon, "),
-                pl.col("spread").cast(pl.String),
-                pl.lit(f" of the {n_sites} sites: "),
-                pl.when(targeted)
-                .then(pl.lit("targeted at this site"))
-                .otherwise(pl.lit("random, it reaches other sites too")),
-            ),
+        reason = pl.concat_str(
+            pl.col("ext"),
+            pl.lit(" reached "),
+            pl.col("targets").cast(pl.String),
+            pl.lit(" internal hosts at site "),
+            pl.col("here"),
+            pl.lit(" (ports "),
+            pl.col("ports"),
+            pl.lit(") and, within the horizon, "),
+            pl.col("spread").cast(pl.String),
+            pl.lit(f" of the {n_sites} sites: "),
+            pl.when(targeted)
+            .then(pl.lit("targeted at this site"))
+            .otherwise(pl.lit("random, it reaches other sites too")),
         )
-        out = out.filter(pl.col("score") >= self.settings.min_score)
-        return conform_alarms(out.sort("ts", "src_ip"))
+        return self._verdicts(
+            df, n_sites, count="targets", minimum=self.s.min_targets,
+            client="ext", server="target", entity="target", observed=": reached ",
+            expected=f"internet background reaches all {n_sites} sites alike", reason=reason,
+            order="src_ip",
+        )  # fmt: skip
 
     def _close_destinations(self, end: int, learning: bool) -> pl.DataFrame:
         window, self.out = self.out, pl.DataFrame(schema=_OUT)
@@ -334,8 +310,6 @@ class TargetedOrRandom(Detector):
         )
         df = fresh.join(spread, on="dest", how="left")
         targeted = pl.col("spread") == 1
-        strength = (pl.col("clients") / (4.0 * self.s.min_clients)).clip(upper_bound=1.0)
-        verdict = pl.when(targeted).then(pl.lit("targeted")).otherwise(pl.lit("random"))
         more = pl.col("clients").cast(pl.Int64) - _CLIENTS_SHOWN
         who = pl.concat_str(
             pl.col("who"),
@@ -343,51 +317,79 @@ class TargetedOrRandom(Detector):
             .then(pl.concat_str(pl.lit(" +"), more.cast(pl.String), pl.lit(" more")))
             .otherwise(pl.lit("")),
         )
+        reason = pl.concat_str(
+            pl.col("ext"),
+            pl.lit(" was reached by "),
+            pl.col("clients").cast(pl.String),
+            pl.lit(" internal hosts at site "),
+            pl.col("here"),
+            pl.lit(" ("),
+            who,
+            pl.lit("; ports "),
+            pl.col("ports"),
+            pl.lit(") and, within the horizon, from "),
+            pl.col("spread").cast(pl.String),
+            pl.lit(f" of the {n_sites} sites that reach the internet: "),
+            pl.when(targeted)
+            .then(pl.lit("targeted, only this site's hosts go there"))
+            .otherwise(pl.lit("random, other sites reach it too")),
+        )
+        return self._verdicts(
+            df, n_sites, count="clients", minimum=self.s.min_clients,
+            client="client", server="ext", entity="client",
+            observed=" destination: reached from ",
+            expected=f"internet services are reached from all {n_sites} sites alike",
+            reason=reason, order="dst_ip",
+        )  # fmt: skip
+
+    def _verdicts(
+        self,
+        df: pl.DataFrame,
+        n_sites: int,
+        *,
+        count: str,
+        minimum: int,
+        client: str,
+        server: str,
+        entity: str,
+        observed: str,
+        expected: str,
+        reason: pl.Expr,
+        order: str,
+    ) -> pl.DataFrame:
+        """Alarms of judged sources or destinations (``spread``: sites that saw them)."""
+        targeted = pl.col("spread") == 1
+        strength = (pl.col(count) / (4.0 * minimum)).clip(upper_bound=1.0)
+        verdict = pl.when(targeted).then(pl.lit("targeted")).otherwise(pl.lit("random"))
         out = df.select(
             method=pl.lit(self.method),
             name=pl.lit(self.title),
             ts=pl.col("first").cast(UTC_US),
             ts_end=pl.max_horizontal("first", "last_end").cast(UTC_US),
             site="site",
-            src_ip=pl.col("client"),
-            dst_ip=pl.col("ext"),
+            src_ip=pl.col(client),
+            dst_ip=pl.col(server),
             dst_port="dst_port",
             proto="proto",
             direction=pl.lit("north-south"),
             score=pl.when(targeted).then(0.5 + 0.5 * strength).otherwise(0.1 + 0.1 * strength),
-            entity=pl.col("client"),
+            entity=pl.col(entity),
             observed=pl.concat_str(
                 verdict,
-                pl.lit(" destination: reached from "),
+                pl.lit(observed),
                 pl.col("spread").cast(pl.String),
                 pl.lit(f" of {n_sites} sites ("),
                 pl.col("where"),
                 pl.lit(")"),
             ),
-            expected=pl.lit(f"internet services are reached from all {n_sites} sites alike"),
+            expected=pl.lit(expected),
             observed_value=pl.col("spread").cast(pl.Float64),
             expected_value=pl.lit(float(n_sites)),
             threshold=pl.lit(1.0),
-            reason=pl.concat_str(
-                pl.col("ext"),
-                pl.lit(" was reached by "),
-                pl.col("clients").cast(pl.String),
-                pl.lit(" internal hosts at site "),
-                pl.col("here"),
-                pl.lit(" ("),
-                who,
-                pl.lit("; ports "),
-                pl.col("ports"),
-                pl.lit(") and, within the horizon, from "),
-                pl.col("spread").cast(pl.String),
-                pl.lit(f" of the {n_sites} sites that reach the internet: "),
-                pl.when(targeted)
-                .then(pl.lit("targeted, only this site's hosts go there"))
-                .otherwise(pl.lit("random, other sites reach it too")),
-            ),
+            reason=reason,
         )
         out = out.filter(pl.col("score") >= self.settings.min_score)
-        return conform_alarms(out.sort("ts", "dst_ip"))
+        return conform_alarms(out.sort("ts", order))
 
     def state(self) -> dict[str, pa.Table]:
         return {
