@@ -4,14 +4,15 @@
 # softflowd and pmacct as real exporters, tcpdump for live capture, tshark/capinfos as
 # test oracles, rsyslog as the receiver the syslog outputs are tested against, chromium
 # for the web UI's browser tests, driven by Playwright without a browser download,
-# mmdb-bin's mmdblookup as the GeoIP oracle, nginx as a real relaying web server), a
+# mmdb-bin's mmdblookup as the GeoIP oracle, nginx as a real relaying web server, tor
+# for the private Tor network M26 is trained and tested on), a
 # virtual environment in .venv, and flowhawk itself in editable mode with its
 # development extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-APT_PACKAGES=(nfdump softflowd tcpdump pmacct tshark rsyslog rsyslog-gnutls openssl chromium mmdb-bin nginx-light)
+APT_PACKAGES=(nfdump softflowd tcpdump pmacct tshark rsyslog rsyslog-gnutls openssl chromium mmdb-bin nginx-light tor)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
