@@ -71,14 +71,21 @@ def comm_columns(method: str, title: str) -> dict[str, pl.Expr]:
     }
 
 
-def restore_frame(table: pa.Table | None, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+def restore_frame(
+    table: pa.Table | None, schema: Mapping[str, pl.DataType], missing_as_null: bool = False
+) -> pl.DataFrame:
     """A checkpointed table as a frame of ``schema`` (those columns, cast); an empty frame
-    when the checkpoint has none (nothing learned yet, or a detector new to it)."""
+    when the checkpoint has none (nothing learned yet, or a detector new to it).
+    ``missing_as_null``: columns of ``schema`` the table lacks (a checkpoint written before
+    they existed) come back as nulls instead of failing."""
     if table is None or table.num_rows == 0:
         return pl.DataFrame(schema=dict(schema))
     df = pl.from_arrow(table)
     assert isinstance(df, pl.DataFrame)
-    return df.select([pl.col(c).cast(t) for c, t in schema.items()])
+    absent = {c for c in schema if c not in df.columns} if missing_as_null else set()
+    return df.select(
+        [pl.lit(None, t).alias(c) if c in absent else pl.col(c).cast(t) for c, t in schema.items()]
+    )
 
 
 def empty_alarms() -> pl.DataFrame:

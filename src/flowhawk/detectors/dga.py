@@ -436,18 +436,8 @@ class DgaDomains(Detector):
 
     def load_state(self, state: dict[str, pa.Table]) -> None:
         self.rows = restore_frame(state.get("rows"), _ROWS)
-        self.alarmed = restore_frame(_with_columns(state.get("alarmed"), _ALARMED), _ALARMED)
+        # a checkpoint from before closing alarms: its windows report none
+        self.alarmed = restore_frame(state.get("alarmed"), _ALARMED, missing_as_null=True)
         newest = restore_frame(state.get("newest"), _NEWEST)
         value = newest.item(0, "newest") if newest.height else None
         self.newest = value if isinstance(value, datetime) else None
-
-
-def _with_columns(table: pa.Table | None, schema: dict[str, pl.DataType]) -> pa.Table | None:
-    """``table`` with the columns of ``schema`` it lacks as nulls (a checkpoint written
-    before they existed: such windows report no closing alarm)."""
-    if table is None or table.num_rows == 0:
-        return table
-    df = pl.from_arrow(table)
-    assert isinstance(df, pl.DataFrame)
-    missing = [pl.lit(None, t).alias(c) for c, t in schema.items() if c not in df.columns]
-    return df.with_columns(missing).to_arrow() if missing else table

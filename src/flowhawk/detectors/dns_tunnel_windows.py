@@ -312,7 +312,8 @@ class Windows:
     def load_state(self, state: dict[str, pa.Table]) -> None:
         groups = state.get(f"{self.level.name}_groups")
         names = state.get(f"{self.level.name}_names")
-        self.groups = restore_frame(_with_columns(groups, GROUP_SCHEMA), GROUP_SCHEMA)
+        # a checkpoint from before closing alarms: its windows report none
+        self.groups = restore_frame(groups, GROUP_SCHEMA, missing_as_null=True)
         self.hashes = np.zeros(0, dtype=np.uint64)
         self.hash_win = np.zeros(0, dtype=np.int64)
         if names is not None and names.num_rows:
@@ -320,17 +321,6 @@ class Windows:
                 np.asarray(names.column("hash").to_numpy(), dtype=np.uint64),
                 np.asarray(names.column("win").to_numpy(), dtype=np.int64),
             )
-
-
-def _with_columns(table: pa.Table | None, schema: dict[str, pl.DataType]) -> pa.Table | None:
-    """``table`` with the columns of ``schema`` it lacks as nulls (a checkpoint written
-    before they existed: its windows report no closing alarm)."""
-    if table is None or table.num_rows == 0:
-        return table
-    df = pl.from_arrow(table)
-    assert isinstance(df, pl.DataFrame)
-    missing = [pl.lit(None, t).alias(c) for c, t in schema.items() if c not in df.columns]
-    return df.with_columns(missing).to_arrow() if missing else table
 
 
 def _member(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
