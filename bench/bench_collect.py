@@ -5,16 +5,23 @@ network, scaled up) with flowhawk's encoders (nfcapd stores them record for reco
 tests/collect/test_replay.py), then:
 
 1. decode ceiling: the datagrams decoded from memory, one core, batches of 256;
-2. end to end from memory: decoded, normalized (stitched into biflows) and written to
-   the Parquet archive, one core, in collector-sized batches;
+2. end to end from memory: the collector's own processing with the datagrams put in
+   its receive queue: decoded, normalized (stitched into biflows) and written to the
+   Parquet archive by its archive thread; and the archive write alone: the flows it
+   archived written again to Parquet, in records per CPU-second (the records they
+   were stitched from), the part of the work nothing upstream can make cheaper;
 3. sustained receive without loss over UDP on 127.0.0.1: a sender process loops the
    datagrams for 12 s at a fixed record rate (far longer than the 32 MiB socket buffer
    and the collector's queue can absorb); the highest rate at which the receiver stored
    every record sent is found by doubling then bisecting, for nfcapd (``-B 32 MiB``)
    and for flowhawk's collector (decode, normalize and archive included).
 
-Prints records/s for each and the ratios flowhawk / nfcapd. As root it raises
-``net.core.rmem_max`` to 32 MiB first (both receivers ask for that buffer).
+Prints records/s for each and the ratios flowhawk / nfcapd, and, for the highest
+lossless run of each receiver, the CPU time it used per record (user + system, all its
+threads): records per CPU-second is what one core could take if nothing else ran (the
+sender shares the two cores here, and nfcapd's lossless rate is often the sender's
+limit, not its own). As root it raises ``net.core.rmem_max`` to 32 MiB first (both
+receivers ask for that buffer).
 
 Run:  .venv/bin/python bench/bench_collect.py [--flows 500000] [--protocols v5,v9,ipfix]
 """
@@ -35,7 +42,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from flowhawk import config
-from flowhawk.archive import ArchiveWriter
+from flowhawk.archive import ArchiveWriter, dataset
 from flowhawk.collect.collector import Collector
 from flowhawk.collect.decode.base import ExporterState
 from flowhawk.collect.decode.dispatch import ExportDecoder
@@ -92,28 +99,31 @@ def decode_ceiling(datagrams: list[bytes]) -> tuple[float, list]:
     return n / (time.perf_counter() - t), tables
 
 
-def end_to_end(datagrams: list[bytes]) -> float:
-    """Decode, normalize and archive from memory, as the collector does per rollover."""
-    dec, state = ExportDecoder(), ExporterState("192.0.2.1")
-    norm = Normalizer(config.load(None), Diagnostics())
-    n = 0
+def end_to_end(datagrams: list[bytes]) -> tuple[float, float]:
+    """The collector's own processing without sockets: the datagrams are put in its
+    receive queue and it decodes, normalizes (stitching biflows) and archives them (its
+    archive thread included), as it does from the network; (records/s, records per
+    CPU-second of writing its archive again). A first run on a few datagrams warms up."""
+    _collector_pass(datagrams[:2000])
+    return _collector_pass(datagrams)
+
+
+def _collector_pass(datagrams: list[bytes]) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as d:
-        writer = ArchiveWriter(Path(d), "bench")
+        cfg = config.from_dict(
+            {"collect": {"listen": ["127.0.0.1:0"], "metrics": "", "detect": False}}
+        )
+        col = Collector(cfg, Path(d))
+        now = time.time_ns() // 1000
+        col.receiver.queue.extend((dg, "192.0.2.1", now) for dg in datagrams)
         t = time.perf_counter()
-        ready = []
-        for i in range(0, len(datagrams), 256):
-            part = datagrams[i : i + 256]
-            res = dec.decode(part, [0] * len(part), state)
-            n += res.num_flows
-            ready.extend(norm.process(r) for r in res.records)  # as the collector does
-            if len(ready) >= 200:
-                ready.append(norm.release())
-                writer.write(pa.concat_tables(ready))
-                ready = []
-        for name in norm.held_inputs():
-            ready.append(norm.end_input(name)[0])
-        writer.write(pa.concat_tables(ready))
-        return n / (time.perf_counter() - t)
+        col.stop()  # decodes what is queued, archives everything
+        rate = col.totals.flows_decoded / (time.perf_counter() - t)
+        archived = dataset(Path(d) / "flows").to_table()
+        writer = ArchiveWriter(Path(d) / "again", "bench")
+        cpu = time.process_time()
+        writer.write(archived)
+        return rate, col.totals.flows_decoded / (time.process_time() - cpu)
 
 
 def write_feed(datagrams: list[bytes], records_of: list[int], path: Path) -> None:
@@ -143,7 +153,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def nfcapd_lossless(feed: Path, rate: float) -> tuple[bool, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+Run = tuple[bool, float, float]  # every record stored, achieved rate, CPU s per record
+
+
+def nfcapd_lossless(feed: Path, rate: float) -> Run:
     with tempfile.TemporaryDirectory() as d:
         port = free_port()
         log = Path(d) / "log"
@@ -155,15 +175,17 @@ def nfcapd_lossless(feed: Path, rate: float) -> tuple[bool, float]:
             )
         while "Startup" not in log.read_text():
             time.sleep(0.05)
+        cpu0 = cpu_seconds(proc.pid)
         sent, achieved = send(feed, port, rate)
         time.sleep(1.0)
+        cpu = cpu_seconds(proc.pid) - cpu0
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         got = sum(int(x) for x in re.findall(r"Flows: (\d+)", log.read_text()))
-    return got == sent, achieved
+    return got == sent, achieved, cpu / max(sent, 1)
 
 
-def flowhawk_lossless(feed: Path, rate: float) -> tuple[bool, float]:
+def flowhawk_lossless(feed: Path, rate: float) -> Run:
     with tempfile.TemporaryDirectory() as d:
         port = free_port()
         cfg = config.from_dict(
@@ -180,35 +202,39 @@ def flowhawk_lossless(feed: Path, rate: float) -> tuple[bool, float]:
         col = Collector(cfg, Path(d))
         col.start()
         col.run_in_thread()
+        cpu0 = cpu_seconds(os.getpid())
         sent, achieved = send(feed, port, rate)
         deadline = time.monotonic() + 120
         while col.receiver.queue and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.5)
         col.stop()
-    return col.totals.flows_decoded == sent and col.totals.kernel_drops == 0, achieved
+        cpu = cpu_seconds(os.getpid()) - cpu0
+    ok = col.totals.flows_decoded == sent and col.totals.kernel_drops == 0
+    return ok, achieved, cpu / max(sent, 1)
 
 
-def highest_lossless(check, feed: Path, start: float) -> float:  # type: ignore[no-untyped-def]
+def highest_lossless(check, feed: Path, start: float) -> tuple[float, float, bool]:  # type: ignore[no-untyped-def]
     """Double the target rate until records are lost (or the sender cannot go faster),
-    then bisect 3 steps below the first loss; returns the highest achieved lossless rate."""
-    good, bad, rate = 0.0, None, start
+    then bisect 3 steps below the first loss. Returns the highest achieved lossless
+    rate, the CPU seconds per record of that run, and whether the sender was the limit."""
+    good, cpu, bad, rate = 0.0, float("nan"), None, start
     while bad is None:
-        ok, achieved = check(feed, rate)
+        ok, achieved, per = check(feed, rate)
         if not ok:
             bad = rate
         elif achieved < 0.9 * rate:  # the sender's limit, not the receiver's
-            return max(good, achieved)
+            return (achieved, per, True) if achieved > good else (good, cpu, True)
         else:
-            good, rate = achieved, rate * 2
+            good, cpu, rate = achieved, per, rate * 2
     for _ in range(3):
         mid = (good + bad) / 2
-        ok, achieved = check(feed, mid)
-        if ok:
-            good = max(good, achieved)
-        else:
+        ok, achieved, per = check(feed, mid)
+        if ok and achieved > good:
+            good, cpu = achieved, per
+        elif not ok:
             bad = mid
-    return good
+    return good, cpu, False
 
 
 def raise_rmem() -> str:
@@ -234,11 +260,11 @@ def main() -> None:
     raw = generate(scaled_streams(max(1, args.flows // 110_000)), DEMO_DAY, 48, DEMO_SEED)
     flows = Normalizer(config.load(None), Diagnostics()).process(raw).slice(0, args.flows)
     print(f"{flows.num_rows:,} biflows from the scaled demo network")
-    rows = []
+    rows, cpu_rows = [], []
     for protocol in args.protocols.split(","):
         datagrams, records = build(protocol, flows)
         ceiling, _ = decode_ceiling(datagrams)
-        e2e = end_to_end(datagrams)
+        e2e, write_ceiling = end_to_end(datagrams)
         per = records / len(datagrams)
         with tempfile.TemporaryDirectory() as d:
             feed = Path(d) / "feed"
@@ -246,9 +272,10 @@ def main() -> None:
             for dg in datagrams:  # records per datagram, for the sender's pacing
                 counts.append(dec.decode([dg], [0], state).num_flows)
             write_feed(datagrams, counts, feed)
-            nf = highest_lossless(nfcapd_lossless, feed, 100_000)
-            fh = highest_lossless(flowhawk_lossless, feed, 50_000)
+            nf, nf_cpu, nf_sender = highest_lossless(nfcapd_lossless, feed, 100_000)
+            fh, fh_cpu, _ = highest_lossless(flowhawk_lossless, feed, 50_000)
         rows.append((protocol, len(datagrams), records, per, ceiling, e2e, nf, fh))
+        cpu_rows.append((protocol, nf_cpu, nf_sender, fh_cpu, write_ceiling))
         print(f"{protocol}: done", flush=True)
     print()
     print(
@@ -265,6 +292,23 @@ def main() -> None:
     print(
         "\nrecords/s; 'lossless' = every record sent at that rate was stored (flowhawk: "
         "decoded, normalized and archived); ratio = flowhawk / nfcapd lossless rate."
+    )
+    print(
+        f"\n{'protocol':<8} {'nfcapd CPU/rec':>15} {'rec per CPU-s':>14} "
+        f"{'flowhawk CPU/rec':>17} {'rec per CPU-s':>14} {'ratio':>6} "
+        f"{'archive write alone':>20}"
+    )
+    for p, nf_cpu, nf_sender, fh_cpu, ceiling in cpu_rows:
+        note = "  (nfcapd's lossless rate was the sender's limit)" if nf_sender else ""
+        print(
+            f"{p:<8} {nf_cpu * 1e6:>12.3f} us {1 / nf_cpu / 1e6:>11.2f} M "
+            f"{fh_cpu * 1e6:>14.3f} us {1 / fh_cpu / 1e6:>11.2f} M {nf_cpu / fh_cpu:>6.2f} "
+            f"{ceiling / 1e6:>13.2f} M rec/CPU-s{note}"
+        )
+    print(
+        "CPU time per record at each receiver's highest lossless rate (all its threads); "
+        "ratio = flowhawk's records per CPU-second / nfcapd's; archive write alone = "
+        "records per CPU-second of writing the Parquet archive, nothing else."
     )
     print(
         "also: end to end from memory / nfcapd lossless = "
