@@ -287,8 +287,23 @@ def test_office_hours_key_is_not_regular():
     buckets = [b for d in range(3) for b in _minutes(DAY + timedelta(days=d, hours=8), 480)]
     rows = _rows(buckets, 30, 30, "10.0.0.1")
     m = _model_of(bl.train(rows, DAY + timedelta(days=3), 60, P), rows)
-    assert m["gap_p95"] <= P.regular_ratio * m["gap_med"], "its gaps alone look regular"
+    assert m["gap_p99"] <= P.regular_ratio * m["gap_med"], "its gaps alone look regular"
     assert m["coverage"] < P.regular_coverage
+    assert m["regular"] is False
+
+
+def test_randomly_timed_key_is_not_regular():
+    """Contacts at random times (a server's DNS lookups, about one every 2 minutes):
+    active every hour, and 95 % of its gaps within 3x the median, but its longest gaps
+    are not a heartbeat's: an hour-long quiet spell is ordinary for it, not a silence."""
+    rng = np.random.default_rng(5)
+    t = np.cumsum(rng.exponential(120.0, 3000))  # seconds, about 4 days
+    minutes = np.unique((t // 60).astype(np.int64))
+    buckets = [DAY + timedelta(minutes=int(m)) for m in minutes]
+    rows = _rows(buckets, 2, 2, "10.0.0.1")
+    m = _model_of(bl.train(rows, buckets[-1] + timedelta(minutes=1), 60, P), rows)
+    assert m["coverage"] >= P.regular_coverage
+    assert m["gap_p95"] <= P.regular_ratio * m["gap_med"] < m["gap_p99"]
     assert m["regular"] is False
 
 

@@ -223,7 +223,7 @@ def test_a_bursty_key_going_quiet_does_not_alarm(alarms, run):
     model = _baseline(run, BURSTY)
     assert model is not None, "it has a baseline: its quiet is judged, and forgiven"
     assert model["regular"] is False
-    assert model["gap_p95"] > bl.BaselineParams().regular_ratio * model["gap_med"]
+    assert model["gap_p99"] > bl.BaselineParams().regular_ratio * model["gap_med"]
 
 
 def test_keys_without_enough_history_do_not_alarm(alarms, run):

@@ -14,9 +14,10 @@ For every communication with enough history (``min_history`` active buckets):
 - regularity: the median, 95th, 99th percentile and largest gaps between its active
   buckets, and the share of the hours from its first bucket to the training time in
   which it was active; a key is regular when it
-  was active in at least ``regular_coverage`` of those hours and its 95th percentile gap
+  was active in at least ``regular_coverage`` of those hours and its 99th percentile gap
   is at most ``regular_ratio`` times the median: heartbeats, polls, reports, not office
-  traffic that sleeps at night. Underflow and silence apply to regular keys only.
+  traffic that sleeps at night, nor contacts at random times (a server's DNS lookups),
+  whose rare long gaps are ordinary. Underflow and silence apply to regular keys only.
 - thresholds where the history is too short to hold the budget (fewer than
   ``10 / budget`` buckets): the budget quantile would be about the largest past score,
   which a new bucket of the same behavior beats with probability 1/n, so the tail is
@@ -152,7 +153,7 @@ def train(
     model = model.join(tuned, on="_key").with_columns(
         pl.col("thr_hi").clip(lower_bound=p.floor),
         pl.col("thr_lo").clip(lower_bound=p.floor),
-        regular=(pl.col("gap_p95") <= p.regular_ratio * pl.col("gap_med"))
+        regular=(pl.col("gap_p99") <= p.regular_ratio * pl.col("gap_med"))
         & (pl.col("coverage") >= p.regular_coverage),
         bucket_s=pl.lit(bucket_seconds, pl.Int32),
     )

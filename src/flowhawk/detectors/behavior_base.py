@@ -30,7 +30,7 @@ class BehaviorSettings(DetectorSettings):
         default=30 * 86400.0, description="Longest history the model learns from (30 days)."
     )
     false_alarm_budget: float = Field(
-        default=0.0001,
+        default=0.00003,
         gt=0,
         lt=0.5,
         description="Thresholds allow at most this fraction of a key's own history to alarm.",

@@ -46,7 +46,7 @@ class VolumeSettings(BehaviorSettings):
     )
     min_packets: int = Field(default=20, ge=0, description="Overflow needs at least this many.")
     regular_ratio: float = Field(
-        default=3.0, description="Regular key: 95th-percentile gap <= this x median gap."
+        default=3.0, description="Regular key: 99th-percentile gap <= this x median gap."
     )
     regular_coverage: float = Field(
         default=0.9, description="Regular key: active in at least this share of its hours."
