@@ -110,14 +110,15 @@ def end_to_end(datagrams: list[bytes]) -> tuple[float, float]:
 
 def _collector_pass(datagrams: list[bytes]) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as d:
-        cfg = config.from_dict(
-            {"collect": {"listen": ["127.0.0.1:0"], "metrics": "", "detect": False}}
-        )
-        col = Collector(cfg, Path(d))
+        collect = {"listen": ["127.0.0.1:0"], "metrics": "", "detect": False, "rollover": 0.5}
+        col = Collector(config.from_dict({"collect": collect}), Path(d))
         now = time.time_ns() // 1000
-        col.receiver.queue.extend((dg, "192.0.2.1", now) for dg in datagrams)
+        queue = col.receiver.queue
         t = time.perf_counter()
-        col.stop()  # decodes what is queued, archives everything
+        for i in range(0, len(datagrams), 1000):  # as they would arrive, rolling over every 0.5 s
+            queue.extend((dg, "192.0.2.1", now) for dg in datagrams[i : i + 1000])
+            col.step()
+        col.stop()  # decodes what is still queued, archives everything
         rate = col.totals.flows_decoded / (time.perf_counter() - t)
         archived = dataset(Path(d) / "flows").to_table()
         writer = ArchiveWriter(Path(d) / "again", "bench")

@@ -220,7 +220,7 @@ class Collector:
             self.step(allow_rollover=False)
         self._count_kernel_drops()
         for name in self.normalizer.held_inputs():
-            flows, _ = self.normalizer.end_input(name)
+            flows, _ = self.normalizer.end_input(name, lineage=False)
             self._ready.append(flows)
         self.rollover()
         self._writer.close()  # everything archived (and handed to detection)
@@ -312,7 +312,7 @@ class Collector:
         """
         for name in self.normalizer.held_inputs():
             if name not in self._seen_inputs:
-                flows, _ = self.normalizer.end_input(name)
+                flows, _ = self.normalizer.end_input(name, lineage=False)
                 self._ready.append(flows)
         self._ready.append(self.normalizer.release())
         self._seen_inputs.clear()

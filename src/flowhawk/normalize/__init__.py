@@ -64,14 +64,15 @@ class Normalizer:
                 self._held.setdefault(str(name), []).append(part)
         return self._finish(df.filter(~pl.col("uni")))
 
-    def end_input(self, input_name: str) -> tuple[pa.Table, pl.DataFrame]:
-        """Stitch what was held for ``input_name``: (canonical flows, lineage)."""
+    def end_input(self, input_name: str, lineage: bool = True) -> tuple[pa.Table, pl.DataFrame]:
+        """Stitch what was held for ``input_name``: (canonical flows, lineage); the
+        lineage is empty unless asked for."""
         if input_name in self._held_cols:
-            return self._end_columns(input_name)
+            return self._end_columns(input_name, lineage)
         parts = self._held.pop(input_name, [])
         if not parts:
             return FLOW_SCHEMA.empty_table(), pl.DataFrame(schema=LINEAGE_SCHEMA)
-        return self._stitched(input_name, pl.concat(parts))
+        return self._stitched(input_name, pl.concat(parts), lineage)
 
     def release(self, watermark: datetime | None = None) -> pa.Table:
         """Stitch and return held records that ended ``stitch_gap`` before the watermark.
@@ -154,13 +155,15 @@ class Normalizer:
         self.diagnostics.stats(records.input).flows += len(biflows)
         return self._context().table(biflows), record_session, first
 
-    def _end_columns(self, input_name: str) -> tuple[pa.Table, pl.DataFrame]:
+    def _end_columns(self, input_name: str, lineage: bool) -> tuple[pa.Table, pl.DataFrame]:
         rc = RawColumns.concat(self._held_cols.pop(input_name))
         table, record_session, first = self._stitched_columns(rc)
+        if not lineage:
+            return table, pl.DataFrame(schema=LINEAGE_SCHEMA)
         c = rc.cols
         ids = flow_ids(c["fid_domain"], c["fid_seq"], c["fid_off"])
         rows = first[record_session]
-        lineage = pl.DataFrame(
+        lin = pl.DataFrame(
             {
                 "input": pl.repeat(input_name, len(rc), dtype=pl.String, eager=True),
                 "flow_id": pl.from_arrow(ids),
@@ -168,7 +171,7 @@ class Normalizer:
             },
             schema=LINEAGE_SCHEMA,
         )
-        return table, lineage
+        return table, lin
 
     def _stitched(
         self, input_name: str, records: pl.DataFrame, lineage: bool = True
