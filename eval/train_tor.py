@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from eval_labeled import auc
 
 from flowhawk import config
 from flowhawk.detectors.tor_model import FEATURES, MODEL_FILE, ShapeModel
@@ -268,15 +269,6 @@ def threshold(scores: np.ndarray) -> float:
 
 def recall_at(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
     return float((scores_pos >= threshold(scores_neg)).mean())
-
-
-def auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = pl.Series(scores).rank("average").to_numpy()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def choose_kind(pos: pl.DataFrame, neg: pl.DataFrame) -> str:

@@ -88,6 +88,29 @@ def restore_frame(
     )
 
 
+def regrown_score(before: str, now: str) -> pl.Expr:
+    """The score of a window alarmed again because its evidence grew from column
+    ``before`` (what its last alarm reported) to ``now``: the reported score
+    (``rep_score``) raised halfway towards 1 by the share of evidence that came after it,
+    so a window that keeps growing nears 1 without jumping there."""
+    rep = pl.col("rep_score")
+    return rep + (1.0 - rep) * 0.5 * (1.0 - pl.col(before) / pl.col(now))
+
+
+def note_reported(
+    state: pl.DataFrame, rows: pl.DataFrame, key: Sequence[str], columns: Mapping[str, str]
+) -> pl.DataFrame:
+    """``state`` with ``columns`` (state column -> column of ``rows``) taken from the rows
+    just reported, matched on ``key``; rows not reported keep theirs."""
+    tmp = {c: f"_rep_{c}" for c in columns}
+    done = rows.select(*key, **{tmp[c]: pl.col(v) for c, v in columns.items()})
+    return (
+        state.join(done, on=list(key), how="left", maintain_order="left")
+        .with_columns(**{c: pl.coalesce(tmp[c], c) for c in columns})
+        .drop(list(tmp.values()))
+    )
+
+
 def empty_alarms() -> pl.DataFrame:
     return pl.DataFrame(schema=ALARM_SCHEMA)
 

@@ -55,6 +55,8 @@ from flowhawk.detectors.base import (
     DetectorSettings,
     conform_alarms,
     empty_alarms,
+    note_reported,
+    regrown_score,
     restore_frame,
 )
 from flowhawk.dns.dga import shipped_model, split_names
@@ -221,17 +223,10 @@ class DgaDomains(Detector):
         g = g.filter(pl.col("evidence") > pl.col("rep_ev") + 1e-9)
         if g.height == 0:
             return empty_alarms()
-        raised = pl.col("rep_score") + (1.0 - pl.col("rep_score")) * 0.5 * (
-            1.0 - pl.col("rep_ev") / pl.col("evidence")
-        )
+        raised = regrown_score("rep_ev", "evidence")
         g = g.with_columns(score=pl.max_horizontal(pl.col("score"), raised))
-        reported = g.select(*_WIN, _ev=pl.col("evidence"), _sc=pl.col("score"))
-        self.alarmed = (
-            self.alarmed.join(reported, on=_WIN, how="left", maintain_order="left")
-            .with_columns(
-                rep_ev=pl.coalesce("_ev", "rep_ev"), rep_score=pl.coalesce("_sc", "rep_score")
-            )
-            .drop("_ev", "_sc")
+        self.alarmed = note_reported(
+            self.alarmed, g, _WIN, {"rep_ev": "evidence", "rep_score": "score"}
         )
         return self._describe(g, closing=True)
 

@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from flowhawk.detectors.base import UTC_US, restore_frame
+from flowhawk.detectors.base import UTC_US, note_reported, regrown_score, restore_frame
 from flowhawk.keyhash import stable_hash
 
 KEY = ["client", "domain", "win"]
@@ -271,18 +271,8 @@ class Windows:
             due = due.filter(pl.col("win") + self.length_us <= until_us)
         if due.height == 0:
             return due.with_columns(score=pl.lit(0.0))
-        raised = pl.col("rep_score") + (1.0 - pl.col("rep_score")) * 0.5 * (
-            1.0 - pl.col("rep_n") / pl.col("n")
-        )
-        due = due.with_columns(score=pl.max_horizontal(score, raised))
-        done = due.select(*KEY, _n=pl.col("n"), _s=pl.col("score"))
-        self.groups = (
-            self.groups.join(done, on=KEY, how="left", maintain_order="left")
-            .with_columns(
-                rep_n=pl.coalesce("_n", "rep_n"), rep_score=pl.coalesce("_s", "rep_score")
-            )
-            .drop("_n", "_s")
-        )
+        due = due.with_columns(score=pl.max_horizontal(score, regrown_score("rep_n", "n")))
+        self.groups = note_reported(self.groups, due, KEY, {"rep_n": "n", "rep_score": "score"})
         return due
 
     def _insert(self, hashes: np.ndarray, wins: np.ndarray) -> None:
