@@ -236,16 +236,12 @@ class Receiver:
             if cut:
                 self.stats.truncated += cut
                 log.warning("%s: %d datagrams over %d bytes were cut short", lst.address, cut, SLOT)
-            if reader.same_sender(n):
-                key = reader.sender(0)
-                name = names.get(key) or names.setdefault(key, _spell(key))
-                for i, size in enumerate(lengths):
-                    append((view[i * SLOT : i * SLOT + size].tobytes(), name, t))
-            else:
-                for i, size in enumerate(lengths):
+            same, name = reader.same_sender(n), ""  # one sender: its name is looked up once
+            for i, size in enumerate(lengths):
+                if not (same and name):
                     key = reader.sender(i)
                     name = names.get(key) or names.setdefault(key, _spell(key))
-                    append((view[i * SLOT : i * SLOT + size].tobytes(), name, t))
+                append((view[i * SLOT : i * SLOT + size].tobytes(), name, t))
             got += n
             nbytes += sum(lengths)
             if n < reader.slots:
