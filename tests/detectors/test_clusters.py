@@ -250,6 +250,41 @@ def test_a_steady_key_alarms_under_its_own_threshold():
     assert used == view_thr and value <= used
 
 
+def test_mixture_keys_get_their_own_threshold_sooner():
+    """A DNS client's answers grow 25x (a downloading tunnel: three packets per answer,
+    one query as before). Other keys' large answers make that an ordinary vector of the
+    view, so only the client's own history shows it. With its 1200 buckets the mixture
+    (own thresholds from 1000) alarms; at the k-means models' 2400 it does not."""
+    rng = np.random.default_rng(3)
+    n = 1200
+    buckets = [H0 + timedelta(minutes=i) for i in range(n)]
+    big = (1, 3, 70, 3750, 1, 1, 1, 0.05)  # resolvers fetching TXT/DNSSEC-sized answers
+    frames = [_rows(DNS, buckets, np.array(KINDS["dns"]) * rng.lognormal(0, 0.1, (n, 8)))]
+    frames += [
+        _rows(f"10.0.5.{k + 1}", buckets, np.array(mode) * rng.lognormal(0, 0.35, (n, 8)))
+        for k, mode in enumerate([KINDS["dns"], big, KINDS["web"]] * 4)
+    ]
+    hist = pl.concat(frames)
+    end = H0 + timedelta(minutes=n)
+    tunnel = _rows(DNS, [end], np.array([big], dtype=np.float64))
+    assert CommMixtureMagnitude.Settings().own_threshold_rows == 1000
+    assert CommMagnitude.Settings().own_threshold_rows == 2400
+    found = {}
+    for rows in (1000, 2400):
+        settings = CommMixtureMagnitude.Settings(
+            min_clusters=1, max_clusters=4, own_threshold_rows=rows
+        )
+        model = cm.Model.from_tables(MIX, cm.train(hist, MIX, settings.params(), end))
+        assert model is not None
+        prep = prepare(tunnel, "comm")
+        s = model.score(prep, np.full(1, -1), np.zeros((1, 8), np.float32))
+        found[rows] = (float(s.value[0]), float(s.threshold[0]), model.threshold)
+    value, thr, view_thr = found[1000]
+    assert thr < view_thr and value > thr, found
+    value, thr, view_thr = found[2400]
+    assert thr == view_thr and value <= thr, found
+
+
 NIGHTLY = "10.0.8.1"  # a communication active in a few buckets, far from every cluster
 
 

@@ -19,7 +19,9 @@ training history, relative to that cluster's spread (its 99th percentile member
 distance): far from every normal cluster, or a jump to a cluster this key never used,
 both raise it. Keys with fewer than ``min_history`` active buckets never alarm. A row
 alarms when the ratio exceeds the threshold self-tuned to ``false_alarm_budget`` on
-the history (the key's own when it has ``own_threshold_rows`` active buckets, else
+the history (the key's own when it has ``own_threshold_rows`` active buckets, 2400
+for k-means and 1000 for the mixtures, whose full covariance sees a key's change of
+mix that is usual elsewhere in the view, so a key's own tail counts sooner; else
 the view's, raised to the key's own where ``erratic_rows`` scored buckets, its first
 few included, show it higher: a key active a few minutes a night, far from every
 cluster, does not alarm on its usual night), or the one set in ``threshold`` /
@@ -135,6 +137,16 @@ class MixtureSettings(ClusterSettings):
     )
     sample_rows: int = Field(
         default=30_000, ge=100, description="History rows sampled to fit scaling and mixture."
+    )
+    own_threshold_rows: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Active buckets a key needs in the history to get a threshold of its own, tuned "
+            "on its own scores (1000 one-minute buckets: about 17 hours); others use the "
+            "view's. Sooner than k-means: a vector's mix (a DNS client's answers 25x larger "
+            "at the same query rate) is often usual for the view and only unusual for the key."
+        ),
     )
 
 
