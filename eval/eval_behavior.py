@@ -24,7 +24,7 @@ and the top reasons, so they can be read.
 
 The methods' defaults are chosen on seed 13 (see eval/README.md); the seeds reported
 by default (11, 12, 14) are run before and after a choice, not to make it (one
-exception, said there: the mixtures' own thresholds came from a miss seen on seed 11,
+exception, said there: the own-threshold changes came from a miss seen on seed 11,
 then were chosen on seed 13). Still, the
 defaults were chosen on simulated and demo traffic of the same generator: read the
 simulated figures as "the methods do what they should on this kind of traffic", not as

@@ -22,6 +22,7 @@ from flowhawk.detectors.base import ALARM_SCHEMA, Batch, DetectorContext
 from flowhawk.detectors.clusters import (
     CLUSTER_DETECTORS,
     ClusterDetector,
+    ClusterSettings,
     CommMagnitude,
     CommMixtureMagnitude,
     CommMixtureVelocity,
@@ -218,7 +219,7 @@ def test_a_steady_key_alarms_under_its_own_threshold():
     hist = _own_threshold_history()
     changed = pl.concat([hist, _one(WEB, "web", NOW + timedelta(minutes=60), scale=1.5)])
     view_only = cm.Params(min_clusters=2, max_clusters=4, budget=0.01, min_threshold=0.2,
-                          own_rows=10**6, erratic_rows=10**6)  # fmt: skip
+                          own_min_threshold=0.2, own_rows=10**6, erratic_rows=10**6)  # fmt: skip
     own = cm.Params(**{**view_only.__dict__, "own_rows": 100})
     erratic = cm.Params(**{**view_only.__dict__, "erratic_rows": 100})
     results = {}
@@ -283,6 +284,26 @@ def test_mixture_keys_get_their_own_threshold_sooner():
     assert thr < view_thr and value > thr, found
     value, thr, view_thr = found[2400]
     assert thr == view_thr and value <= thr, found
+
+
+@pytest.mark.parametrize("floor", [0.75, 1.0])
+def test_own_thresholds_are_floored_at_own_min_threshold(floor):
+    """The steady key's own tail is about 0.24; its own threshold is the floor. A change
+    inside its cluster's spread (1.6x its packets and bytes: ratio 0.87) alarms only
+    under the default floor (0.75), not under the view's floor (1.0)."""
+    hist = _own_threshold_history()
+    p = cm.Params(min_clusters=2, max_clusters=4, budget=0.01, min_threshold=0.2,
+                  own_min_threshold=floor, own_rows=100, erratic_rows=10**6)  # fmt: skip
+    assert ClusterSettings().own_min_threshold == 0.75
+    tables = cm.train(hist, MAG, p, NOW)
+    model = cm.Model.from_tables(MAG, tables)
+    assert model is not None
+    own = model.thr[model.thr > 0]
+    assert len(own) == len(model.thr) and own.min() == pytest.approx(floor)
+    prep = prepare(_one(WEB, "web", NOW + timedelta(minutes=60), scale=1.6), "comm")
+    s = model.score(prep, np.full(1, -1), np.zeros((1, 8), np.float32))
+    assert s.threshold[0] == pytest.approx(floor) and 0.75 < s.value[0] < 1.0
+    assert (s.value[0] > s.threshold[0]) == (floor < 1.0)
 
 
 NIGHTLY = "10.0.8.1"  # a communication active in a few buckets, far from every cluster

@@ -21,7 +21,8 @@ both raise it. Keys with fewer than ``min_history`` active buckets never alarm. 
 alarms when the ratio exceeds the threshold self-tuned to ``false_alarm_budget`` on
 the history (the key's own when it has ``own_threshold_rows`` active buckets, 2400
 for k-means and 1000 for the mixtures, whose full covariance sees a key's change of
-mix that is usual elsewhere in the view, so a key's own tail counts sooner; else
+mix that is usual elsewhere in the view, so a key's own tail counts sooner; a key's
+own threshold can be as low as ``own_min_threshold``, inside a cluster's spread; else
 the view's, raised to the key's own where ``erratic_rows`` scored buckets, its first
 few included, show it higher: a key active a few minutes a night, far from every
 cluster, does not alarm on its usual night), or the one set in ``threshold`` /
@@ -79,6 +80,14 @@ class ClusterSettings(BehaviorSettings):
     min_threshold: float = Field(
         default=1.0, gt=0, description="Lowest threshold self-tuning may choose (distance ratio)."
     )
+    own_min_threshold: float = Field(
+        default=0.75,
+        gt=0,
+        description=(
+            "Lowest threshold a key's own (from `own_threshold_rows` buckets) may be: "
+            "below 1 it may alarm inside a cluster's spread, where its own history is tighter."
+        ),
+    )
     own_threshold_rows: int = Field(
         default=2400,
         ge=1,
@@ -117,6 +126,7 @@ class ClusterSettings(BehaviorSettings):
             min_history=self.min_history,
             budget=self.false_alarm_budget,
             min_threshold=self.min_threshold,
+            own_min_threshold=self.own_min_threshold,
             min_clusters=self.min_clusters,
             max_clusters=self.max_clusters,
             sample_rows=self.sample_rows,

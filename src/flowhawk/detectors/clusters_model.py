@@ -16,7 +16,9 @@ One model per detector (one view, magnitude or velocity, k-means or Gaussian mix
    once the key had ``min_history`` earlier active buckets. The view's threshold is the
    ``1 - false_alarm_budget`` quantile of those scores (at least ``min_threshold``).
    A key with at least ``own_rows`` eligible rows gets its own threshold from its own
-   scores, higher or lower than the view's (at least ``min_threshold``): their budget
+   scores, higher or lower than the view's (at least ``own_min_threshold``, 0.75: a
+   steady key's change can stay inside the spread of the clusters it uses, which the
+   view's busier keys set, and still be far outside its own history): their budget
    quantile, or where they are too few to hold it, an exponential tail extrapolated
    from the largest of them, as the volume baselines do
    (:func:`~flowhawk.behavior.baseline.tail_threshold`). The view's threshold is set by
@@ -81,6 +83,7 @@ class Params:
     min_history: int = 5
     budget: float = 0.001
     min_threshold: float = 1.0
+    own_min_threshold: float = 0.75
     min_clusters: int = 6
     max_clusters: int = 12
     sample_rows: int = 200_000
@@ -284,7 +287,7 @@ def _tune(
             .agg(tail_threshold(pl.col("v"), p.budget))
         )
         gi = qs.get_column("g").to_numpy()
-        floor = np.where(own_key[gi], p.min_threshold, view_thr)
+        floor = np.where(own_key[gi], p.own_min_threshold, view_thr)
         key_thr[gi] = _up32(np.maximum(qs.get_column("v").to_numpy(), floor))
     row_thr = np.where(key_thr[g] > 0, key_thr[g], view_thr)
     alarms = int(jump.sum()) + int((v[~jump] > row_thr[~jump]).sum())
