@@ -119,7 +119,7 @@ class Receiver:
         self._thread: threading.Thread | None = None
         self._final_drops: dict[int, int] | None = None  # read when the sockets closed
         self._buffer = bytearray(65535)  # each datagram is received here, then copied out
-        self._names: dict = {}  # exporter address as the kernel gives it -> text
+        self._names: dict[object, str] = {}  # exporter address as the kernel gives it -> text
         self._batch = batch_reader()  # None: one datagram per call
 
     def start(self) -> None:
@@ -214,11 +214,14 @@ class Receiver:
             append((view[:n].tobytes(), name, time.time_ns() // 1000))
             got += 1
             nbytes += n
+        self._count(lst, got, nbytes)
+        return ok
+
+    def _count(self, lst: Listener, got: int, nbytes: int) -> None:
         stats = self.stats
         stats.received += got
         stats.bytes += nbytes
         stats.per_listener[lst.address] = stats.per_listener.get(lst.address, 0) + got
-        return ok
 
     def _read_batches(self, lst: Listener, limit: int | None) -> bool:
         """:meth:`_read` with ``recvmmsg``: many datagrams per system call."""
@@ -246,10 +249,7 @@ class Receiver:
             nbytes += sum(lengths)
             if n < reader.slots:
                 break  # the socket is empty for now
-        stats = self.stats
-        stats.received += got
-        stats.bytes += nbytes
-        stats.per_listener[lst.address] = stats.per_listener.get(lst.address, 0) + got
+        self._count(lst, got, nbytes)
         return ok
 
 
